@@ -1,0 +1,263 @@
+"""TrainConfig: every setting of a run, documented where it is declared.
+
+Precedence (lowest to highest): the dataclass defaults below, a recipe's subclass defaults,
+an optional YAML/JSON file given with ``--config FILE``, then command-line flags.
+``__post_init__`` validates everything before any model or data loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, TypeVar
+
+from .errors import ConfigError
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    """Settings for one token-classification fine-tuning run (model x method x data)."""
+
+    # ---- recipe / naming -------------------------------------------------------------
+    recipe: str = _help("Name of the experiment; used in run names, groups and the output folder.", default="custom")
+
+    # ---- model ----------------------------------------------------------------------
+    model_name_or_path: str = _help(
+        "Hub id or local folder of a pretrained encoder (e.g. bert-base-cased, roberta-base), or "
+        "'synthetic:bert' / 'synthetic:roberta' for a tiny random-init model with a locally built tokenizer.",
+        default="bert-base-cased",
+    )
+    tokenizer_name: Optional[str] = _help("Tokenizer hub id or folder; defaults to model_name_or_path.", default=None)
+    trust_remote_code: bool = _help("Allow model code from the hub to run. Off unless you trust the repository.", default=False)
+    attn_implementation: str = _help("Attention kernel passed to transformers: 'sdpa' (fast), 'eager'.", default="sdpa")
+
+    # ---- data -----------------------------------------------------------------------
+    dataset_name: Optional[str] = _help(
+        "Hub dataset id (e.g. batterydata/pos_tagging) or 'synthetic:pos' for generated tagged sentences. "
+        "Leave empty to use train_file/validation_file.",
+        default=None,
+    )
+    dataset_config_name: Optional[str] = _help("Hub dataset configuration name, if the dataset has several.", default=None)
+    train_file: Optional[str] = _help("Local training file: .json/.jsonl, .conllu, or whitespace-column CoNLL.", default=None)
+    validation_file: Optional[str] = _help("Local validation file (same formats as train_file).", default=None)
+    test_file: Optional[str] = _help("Local test file (same formats as train_file).", default=None)
+    data_format: Literal["auto", "json", "conllu", "conll"] = _help(
+        "File format; 'auto' picks by extension (.json/.jsonl -> json, .conllu -> conllu, anything else -> conll).",
+        default="auto",
+    )
+    words_field: str = _help("JSON/hub field holding the list of words.", default="words")
+    labels_field: str = _help("JSON/hub field holding the list of tags (strings or class ids).", default="labels")
+    conllu_tag_column: Literal["xpos", "upos"] = _help("CoNLL-U column used as the tag: xpos (Penn Treebank) or upos.", default="xpos")
+    conll_word_column: int = _help("0-based word column of whitespace-column CoNLL files.", default=0)
+    conll_tag_column: int = _help("0-based tag column of whitespace-column CoNLL files (-1 = last).", default=-1)
+    eval_split: str = _help(
+        "Split used for validation: 'auto' = validation/dev when present, else test (as in the study); "
+        "or a split name such as 'test'.",
+        default="auto",
+    )
+    max_train_samples: Optional[int] = _help("Keep only the first N training sentences (debugging, smoke runs).", default=None)
+    max_eval_samples: Optional[int] = _help("Keep only the first N evaluation sentences.", default=None)
+
+    # ---- features -------------------------------------------------------------------
+    max_length: Optional[int] = _help(
+        "Max sub-tokens per window incl. special tokens; default = the tokenizer's limit (512 for BERT/RoBERTa). "
+        "Longer sentences are split into overlapping windows, never truncated.",
+        default=None,
+    )
+    stride: int = _help("Words of left context repeated from the previous window when a sentence is split.", default=32)
+    label_all_subtokens: bool = _help(
+        "Train on every sub-token (label copied from its word). Off: first sub-token only, the rest -100. "
+        "Evaluation always scores one prediction per word (its first sub-token).",
+        default=False,
+    )
+    group_by_length: bool = _help("Batch sentences of similar length together (still shuffled) to cut padding.", default=True)
+
+    # ---- method ---------------------------------------------------------------------
+    method: Literal["full", "lora"] = _help("'full' fine-tunes every weight; 'lora' trains LoRA adapters + the classifier.", default="full")
+    lora_r: int = _help("LoRA rank.", default=8)
+    lora_alpha: int = _help("LoRA scaling alpha (effective scale = alpha / r).", default=16)
+    lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.1)
+    lora_target_modules: Optional[list[str]] = _help(
+        "Module names to adapt; empty = peft's default for the architecture (query, value for BERT/RoBERTa).",
+        default=None,
+    )
+
+    # ---- optimisation ---------------------------------------------------------------
+    learning_rate: float = _help("Peak AdamW learning rate.", default=5e-5)
+    per_device_train_batch_size: int = _help("Sentences (windows) per device per forward pass.", default=16)
+    per_device_eval_batch_size: int = _help("Sentences (windows) per device during evaluation.", default=32)
+    gradient_accumulation_steps: int = _help("Forward passes per optimizer step.", default=1)
+    num_train_epochs: float = _help("Epochs over the training split.", default=3.0)
+    max_steps: int = _help("If > 0: stop after this many optimizer steps (overrides num_train_epochs).", default=-1)
+    weight_decay: float = _help("AdamW weight decay; biases and LayerNorm weights get none.", default=0.01)
+    adam_beta1: float = _help("AdamW beta1.", default=0.9)
+    adam_beta2: float = _help("AdamW beta2.", default=0.999)
+    adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
+    max_grad_norm: float = _help("Gradient clipping norm; 0 disables clipping.", default=1.0)
+    lr_scheduler_type: Literal["linear", "constant", "cosine"] = _help("Learning-rate schedule after warmup.", default="linear")
+    warmup_ratio: float = _help("Fraction of optimizer steps used for linear warmup.", default=0.0)
+    warmup_steps: int = _help("Warmup steps; overrides warmup_ratio when > 0.", default=0)
+    seed: int = _help("Seed for model init, LoRA init, shuffling and dropout.", default=42)
+
+    # ---- precision / speed ----------------------------------------------------------
+    mixed_precision: Optional[Literal["no", "fp16", "bf16"]] = _help(
+        "Override the accelerate config's precision. Empty = what `accelerate launch`/config says. "
+        "bf16 needs a GPU of compute capability >= 8.0; fp16 is ignored on CPU (runs fp32, logged).",
+        default=None,
+    )
+    torch_compile: bool = _help("Wrap the model in torch.compile (GPU; first steps are slower).", default=False)
+    dataloader_num_workers: int = _help("Data-loader worker processes (GPU runs benefit; 0 on CPU).", default=0)
+
+    # ---- evaluation / logging -------------------------------------------------------
+    eval_every_epoch: bool = _help("Evaluate on the validation split at the end of each epoch.", default=True)
+    logging_steps: int = _help("Log training loss/lr/throughput every N optimizer steps (fewer host syncs).", default=10)
+
+    # ---- outputs --------------------------------------------------------------------
+    output_dir: Optional[str] = _help("Run directory; default outputs/<recipe>.", default=None)
+    overwrite_output_dir: bool = _help("Allow writing into an output_dir that holds another run.", default=False)
+    save_model: bool = _help("Save the final model (full) or adapter (LoRA) with tokenizer and label maps.", default=True)
+
+    # ---- tracking -------------------------------------------------------------------
+    report_to: Literal["auto", "wandb", "tensorboard", "none"] = _help(
+        "Tracker: 'auto' = wandb (online when logged in, else offline with a log line), or tensorboard, or none.",
+        default="auto",
+    )
+    project: str = _help("W&B project / tracker project name.", default="tagtune")
+    run_name: Optional[str] = _help("Tracker run name; default <recipe>-<model>-<method>.", default=None)
+    run_group: Optional[str] = _help("Tracker group; default the model name, so the study's runs sit together.", default=None)
+
+    # ---- checks -----------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ConfigError(f"invalid value {getattr(self, name)!r}: {why}", where=f"config field '{name}'")
+
+        # recipes may re-declare a field as plain str; the base class's choices still hold
+        for name, choices in _choices().items():
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                bad(name, f"choose one of {list(choices)}")
+
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "lora_r", "lora_alpha", "logging_steps"):
+            if getattr(self, name) < 1:
+                bad(name, "must be >= 1")
+        if self.learning_rate <= 0:
+            bad("learning_rate", "must be > 0")
+        if self.num_train_epochs <= 0 and self.max_steps <= 0:
+            bad("num_train_epochs", "must be > 0 (or set max_steps > 0)")
+        for name in ("weight_decay", "max_grad_norm", "warmup_steps", "stride", "dataloader_num_workers"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        for name in ("warmup_ratio", "lora_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(name, "must be in [0, 1)")
+        if not (0.0 < self.adam_beta1 < 1.0 and 0.0 < self.adam_beta2 < 1.0):
+            bad("adam_beta1", "betas must be in (0, 1)")
+        if self.max_length is not None and self.max_length < 8:
+            bad("max_length", "must be >= 8 (room for special tokens and at least one word)")
+        for name in ("max_train_samples", "max_eval_samples"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                bad(name, "must be >= 1 when set")
+        if not self.model_name_or_path:
+            bad("model_name_or_path", "a model id or folder is required")
+        if not self.dataset_name and not self.train_file:
+            raise ConfigError("no training data: set dataset_name or train_file", where="config fields 'dataset_name'/'train_file'",
+                              fix="e.g. --dataset_name batterydata/pos_tagging or --train_file train.conllu --validation_file dev.conllu")
+        if self.dataset_name and self.train_file:
+            raise ConfigError("both dataset_name and train_file are set; choose one", where="config fields 'dataset_name'/'train_file'",
+                              fix="pass --dataset_name '' to use local files")
+        if self.lora_target_modules is not None and len(self.lora_target_modules) == 0:
+            self.lora_target_modules = None
+        if self.output_dir is None:
+            self.output_dir = os.path.join("outputs", self.recipe)
+
+    # ---- helpers ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def model_short_name(self) -> str:
+        return Path(self.model_name_or_path.rstrip("/")).name.replace("synthetic:", "synthetic-")
+
+
+C = TypeVar("C", bound=TrainConfig)
+
+
+def _choices() -> dict[str, tuple]:
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for name, hint in hints.items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is Literal:
+            out[name] = typing.get_args(hint)
+        elif args and typing.get_origin(args[0]) is Literal:
+            out[name] = typing.get_args(args[0])
+    return out
+
+
+def _base_help() -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}", where="--config", fix="give the path of a .yaml or .json file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except Exception as err:  # parse errors of either format
+        raise ConfigError(f"cannot parse config file: {err}", where=str(p)) from None
+    if not isinstance(values, dict):
+        raise ConfigError("config file must hold a mapping of field: value", where=str(p))
+    return values
+
+
+def parse(cls: type[C] = TrainConfig, args: Optional[Sequence[str]] = None) -> C:  # type: ignore[assignment]
+    """Build a ``cls`` from defaults (class, recipe) < ``--config FILE`` < command-line flags."""
+    from transformers import HfArgumentParser
+
+    args = list(sys.argv[1:] if args is None else args)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(args)
+
+    parser = HfArgumentParser(cls, description=(cls.__doc__ or "").strip())
+    parser.add_argument("--config", default=None, help="YAML or JSON file of field: value overrides (applied before CLI flags).")
+    helps = _base_help()
+    for action in parser._actions:  # a recipe's re-declared field keeps the base field's help and choices
+        name = action.dest
+        if name in helps and not action.help:
+            action.help = helps[name]
+        if name in _choices() and action.choices is None:
+            action.choices = list(_choices()[name])
+    if known.config:
+        values = _read_config_file(known.config)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown field(s) {unknown}", where=known.config,
+                              fix=f"valid fields are listed by --help; e.g. {sorted(names)[:5]} ...")
+        parser.set_defaults(**values)
+    namespace = parser.parse_args(rest)
+    kwargs = {k: v for k, v in vars(namespace).items() if k != "config"}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # e.g. a string where a number belongs, from a YAML/JSON file
+        raise ConfigError(f"wrong value type: {err}", where=known.config or "command line") from None

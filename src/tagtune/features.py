@@ -1,0 +1,242 @@
+"""Sentences -> model inputs: sub-word tokenisation of pre-split words, label alignment,
+windows for long sentences, length-grouped batching and a dynamic-padding collator.
+
+Alignment rule: the word's label goes on its first sub-token, -100 on the rest (or on every
+sub-token with ``label_all_subtokens``). Evaluation always scores exactly one position per
+word (its first sub-token in the window that owns the word), recorded in ``word_ids``.
+
+Windows: a sentence longer than ``max_length`` sub-tokens is cut into windows at word
+boundaries. Each window repeats up to ``stride`` words of left context from the previous one;
+every word is owned (trained on, scored) by exactly one window, so nothing is truncated and
+nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+IGNORE = -100
+
+
+@dataclass
+class Features:
+    """Parallel lists, one entry per window (most sentences are one window)."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]      # training targets (-100 = ignored)
+    word_ids: list[list[int]]    # per token: index of the word it scores, or -1
+    sent_ids: list[int]          # sentence index of each window
+    num_words: int               # words in all sentences (each scored exactly once)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.input_ids]
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """Fast tokenizer; byte-level BPE (RoBERTa, GPT-2 style) is loaded with add_prefix_space=True,
+    which pre-split words need so each word is encoded as it would be mid-sentence."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=trust_remote_code)
+    if not getattr(tok, "is_fast", False):
+        raise ValueError(f"tokenizer of '{name}' is not a fast tokenizer; word alignment needs one")
+    if is_byte_level(tok) and not getattr(tok, "add_prefix_space", False):
+        tok = AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=trust_remote_code, add_prefix_space=True)
+    return tok
+
+
+def is_byte_level(tok: Any) -> bool:
+    pre = tok.backend_tokenizer.pre_tokenizer
+    return pre is not None and "ByteLevel" in repr(pre)
+
+
+def special_tokens(tok: Any) -> tuple[list[int], list[int]]:
+    """The (prefix, suffix) special-token ids the tokenizer wraps a single sequence with."""
+    with_special = tok(["x"], is_split_into_words=True)["input_ids"]
+    without = tok(["x"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    n = len(without)
+    for i in range(len(with_special) - n + 1):
+        if with_special[i: i + n] == without:
+            return with_special[:i], with_special[i + n:]
+    return [], []
+
+
+def window_spans(word_lens: Sequence[int], budget: int, stride: int) -> list[tuple[int, int, int]]:
+    """Split words into windows (start, own_start, end) whose sub-token total fits ``budget``.
+
+    Words [own_start, end) are owned by the window; [start, own_start) is left context.
+    ``word_lens`` must already be clipped to ``budget``.
+    """
+    n = len(word_lens)
+    if sum(word_lens) <= budget:
+        return [(0, 0, n)]
+    prefix = np.concatenate([[0], np.cumsum(word_lens)])
+    spans, own = [], 0
+    while own < n:
+        start = max(0, own - stride)
+        while start < own and prefix[own + 1] - prefix[start] > budget:
+            start += 1
+        end = own
+        while end < n and prefix[end + 1] - prefix[start] <= budget:
+            end += 1
+        spans.append((start, own, end))
+        own = end
+    return spans
+
+
+def build_features(
+    sentences: Sequence[Sequence[str]],
+    tags: Optional[Sequence[Sequence[str]]],
+    tokenizer: Any,
+    label2id: Optional[dict[str, int]] = None,
+    max_length: Optional[int] = None,
+    stride: int = 32,
+    label_all_subtokens: bool = False,
+    batch_size: int = 1000,
+) -> Features:
+    """Tokenise every sentence once; ``tags=None`` for prediction (labels all -100)."""
+    limit = max_length or min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+    prefix, suffix = special_tokens(tokenizer)
+    budget = limit - len(prefix) - len(suffix)
+    if budget < 1:
+        raise ValueError(f"max_length {limit} leaves no room for words after {len(prefix) + len(suffix)} special tokens")
+    # long sentences are windowed below, so the "sequence longer than maximum" warning is noise
+    getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
+    unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
+    out = Features([], [], [], [], 0)
+    for lo in range(0, len(sentences), batch_size):
+        chunk = [list(s) for s in sentences[lo: lo + batch_size]]
+        enc = tokenizer(chunk, is_split_into_words=True, add_special_tokens=False)
+        for j, words in enumerate(chunk):
+            sid = lo + j
+            ids = enc["input_ids"][j]
+            # sub-token ids grouped per word; a word the tokenizer drops entirely becomes [UNK]
+            per_word: list[list[int]] = [[] for _ in words]
+            for tok_id, w in zip(ids, enc.word_ids(j)):
+                if w is not None:
+                    per_word[w].append(tok_id)
+            per_word = [(p or [unk])[:budget] for p in per_word]
+            y = [label2id[t] for t in tags[sid]] if tags is not None and label2id is not None else None
+            out.num_words += len(words)
+            for start, own, end in window_spans([len(p) for p in per_word], budget, stride):
+                input_ids, labels, word_ids = list(prefix), [IGNORE] * len(prefix), [-1] * len(prefix)
+                for w in range(start, end):
+                    pieces = per_word[w]
+                    owned = w >= own
+                    input_ids.extend(pieces)
+                    lab = y[w] if (y is not None and owned) else IGNORE
+                    labels.append(lab)
+                    labels.extend([lab if label_all_subtokens else IGNORE] * (len(pieces) - 1))
+                    word_ids.append(w if owned else -1)
+                    word_ids.extend([-1] * (len(pieces) - 1))
+                input_ids.extend(suffix)
+                labels.extend([IGNORE] * len(suffix))
+                word_ids.extend([-1] * len(suffix))
+                out.input_ids.append(input_ids)
+                out.labels.append(labels)
+                out.word_ids.append(word_ids)
+                out.sent_ids.append(sid)
+    return out
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    def __init__(self, features: Features):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> int:
+        return i  # the collator reads the parallel lists directly: no per-item dict building
+
+
+class Collator:
+    """Pads a list of window indices to the longest in the batch (to a multiple of 8 under fp16/bf16)."""
+
+    def __init__(self, features: Features, pad_token_id: int, pad_to_multiple_of: Optional[int] = None):
+        self.f = features
+        self.pad_id = pad_token_id
+        self.multiple = pad_to_multiple_of
+
+    def __call__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        f = self.f
+        width = max(len(f.input_ids[i]) for i in idx)
+        if self.multiple:
+            width = int(math.ceil(width / self.multiple) * self.multiple)
+        n = len(idx)
+        input_ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        attention = np.zeros((n, width), dtype=np.int64)
+        labels = np.full((n, width), IGNORE, dtype=np.int64)
+        word_ids = np.full((n, width), -1, dtype=np.int64)
+        for r, i in enumerate(idx):
+            k = len(f.input_ids[i])
+            input_ids[r, :k] = f.input_ids[i]
+            attention[r, :k] = 1
+            labels[r, :k] = f.labels[i]
+            word_ids[r, :k] = f.word_ids[i]
+        sent = np.asarray([f.sent_ids[i] for i in idx], dtype=np.int64)
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention),
+            "labels": torch.from_numpy(labels),
+            "word_ids": torch.from_numpy(word_ids),
+            "sent_ids": torch.from_numpy(sent),
+        }
+
+
+class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
+    """Shuffled batches of similar-length windows (HF-style mega-batches), reproducible per (seed, epoch).
+
+    Yields *global* batches (per-device size x processes); Accelerate splits each across
+    processes, so the data seen at each step is the same whatever the world size.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, shuffle: bool = True,
+                 group_by_length: bool = True, mega: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.drop_last = False
+        self.seed, self.shuffle, self.group, self.mega = seed, shuffle, group_by_length, mega
+        self.epoch = 0
+        self.sampler = range(len(lengths))  # Accelerate inspects .sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable") if self.group else np.arange(n)
+            for i in range(0, n, self.batch_size):
+                yield order[i: i + self.batch_size].tolist()
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        perm = rng.permutation(n)
+        if not self.group:
+            batches = [perm[i: i + self.batch_size] for i in range(0, n, self.batch_size)]
+        else:
+            size = self.batch_size * self.mega
+            batches = []
+            for i in range(0, n, size):
+                mb = perm[i: i + size]
+                mb = mb[np.argsort(-self.lengths[mb], kind="stable")]
+                batches.extend(mb[j: j + self.batch_size] for j in range(0, len(mb), self.batch_size))
+            # keep the one short last batch last, shuffle the full ones
+            full = [b for b in batches if len(b) == self.batch_size]
+            rest = [b for b in batches if len(b) != self.batch_size]
+            order = rng.permutation(len(full))
+            batches = [full[k] for k in order] + rest
+        for b in batches:
+            yield b.tolist()

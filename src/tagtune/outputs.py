@@ -1,0 +1,138 @@
+"""Run-directory files: per-epoch table (CSV, Markdown, JSON), per-tag metrics, step history,
+results summary, resolved config. Every file is written atomically (temp file + rename), so a
+crash never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import CheckpointError
+
+# The study's columns, then the correct POS metrics beside them.
+EPOCH_COLUMNS = [
+    ("Epoch", "epoch"),
+    ("Training Loss", "train_loss"),
+    ("Validation Loss", "eval_loss"),
+    ("Precision", "seqeval_precision"),
+    ("Recall", "seqeval_recall"),
+    ("F1", "seqeval_f1"),
+    ("Accuracy", "accuracy"),
+    ("Macro P", "macro_precision"),
+    ("Macro R", "macro_recall"),
+    ("Macro F1", "macro_f1"),
+    ("Weighted F1", "weighted_f1"),
+]
+TABLE_NOTE = ("Precision/Recall/F1 are seqeval's, computed as the study did (report-compatible only: seqeval "
+              "misreads prefix-less POS tags as IOB chunks). Accuracy is token accuracy; Macro/Weighted are true "
+              "per-tag scores and are the primary metrics.")
+
+RUN_MARKER = "run_config.json"
+SECRET_PATTERN = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.I)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def redact(obj: Any) -> Any:
+    """Drop values of secret-looking keys and any string equal to a secret in the environment."""
+    secrets = {v for k, v in os.environ.items() if SECRET_PATTERN.search(k) and len(v) >= 8}
+    if isinstance(obj, dict):
+        return {k: ("<redacted>" if SECRET_PATTERN.search(str(k)) and obj[k] else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        for s in secrets:
+            obj = obj.replace(s, "<redacted>")
+    return obj
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resuming: bool = False) -> None:
+    """Refuse to mix two runs in one folder unless told to overwrite or resume."""
+    marker = Path(output_dir) / RUN_MARKER
+    if marker.exists() and not overwrite and not resuming:
+        raise CheckpointError(
+            "output directory already holds another run",
+            where=str(output_dir),
+            fix="pass --overwrite_output_dir true, choose another --output_dir, or resume with --resume_from_checkpoint latest",
+        )
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6f}"
+    return "" if v is None else str(v)
+
+
+def epoch_rows(epochs: Iterable[dict[str, Any]]) -> list[list[str]]:
+    return [[_fmt(e.get(key)) for _, key in EPOCH_COLUMNS] for e in epochs]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def epoch_table_markdown(epochs: list[dict[str, Any]]) -> str:
+    return markdown_table([h for h, _ in EPOCH_COLUMNS], epoch_rows(epochs)) + f"\n{TABLE_NOTE}\n"
+
+
+def epoch_table_text(epochs: list[dict[str, Any]]) -> str:
+    header = [h for h, _ in EPOCH_COLUMNS]
+    rows = epoch_rows(epochs)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header)] + [fmt.format(*r) for r in rows])
+
+
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def per_tag_rows(per_tag: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    order = sorted(per_tag.items(), key=lambda kv: (-kv[1]["support"], kv[0]))
+    return [[t, f"{m['precision']:.6f}", f"{m['recall']:.6f}", f"{m['f1']:.6f}", m["support"]] for t, m in order]
+
+
+PER_TAG_HEADER = ["Tag", "Precision", "Recall", "F1", "Support"]
+
+
+def write_epoch_outputs(out: str, epochs: list[dict[str, Any]]) -> None:
+    """epochs.csv / epochs.md / epochs.json, and per_tag.csv/.md of the last epoch."""
+    out_p = Path(out)
+    atomic_write_text(out_p / "epochs.csv", csv_text([h for h, _ in EPOCH_COLUMNS], epoch_rows(epochs)))
+    atomic_write_text(out_p / "epochs.md", epoch_table_markdown(epochs))
+    atomic_write_json(out_p / "epochs.json", epochs)
+    if epochs and epochs[-1].get("per_tag"):
+        rows = per_tag_rows(epochs[-1]["per_tag"])
+        atomic_write_text(out_p / "per_tag.csv", csv_text(PER_TAG_HEADER, rows))
+        atomic_write_text(out_p / "per_tag.md", markdown_table(PER_TAG_HEADER, [[str(c) for c in r] for r in rows]))
+
+
+def dir_size(path: str | os.PathLike) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
