@@ -1,0 +1,98 @@
+"""Shared test set-up: offline environment, a shared cache for the synthetic models, and helpers
+to run recipes in-process or through a real `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+EWT = SHARED / "data" / "ud_english_ewt"
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_EVALUATE_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+os.environ.update(OFFLINE_ENV)
+os.environ.setdefault("TAGTUNE_CACHE", str(ROOT / ".cache" / "tagtune"))
+# DeepSpeed's native ops are compiled once and reused by every test and CI run
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))}
+    env.update(OFFLINE_ENV)
+    env.update(extra)
+    return env
+
+
+def run_cmd(cmd: list[str], timeout: int = 600, **env_extra: str) -> subprocess.CompletedProcess:
+    """Run a command; on failure show its output in the assertion message."""
+    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(**env_extra), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def accelerate_launch(script: str, args: list[str], num_processes: int = 1, cpu_ddp: bool = False,
+                      extra_launch: list[str] | None = None, timeout: int = 600, **env_extra: str) -> subprocess.CompletedProcess:
+    """`accelerate launch` exactly as a user types it. cpu_ddp: the CPU DDP launch that really distributes."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no", "--main_process_port", str(free_port()), "--num_processes", str(num_processes)]
+    if cpu_ddp:
+        launch += ["--multi_gpu"]
+        env_extra.setdefault("ACCELERATE_USE_CPU", "1")
+    launch += list(extra_launch or [])
+    return run_cmd(launch + [str(ROOT / script)] + args, timeout=timeout, **env_extra)
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def synthetic_bert() -> str:
+    from tagtune.synthetic import synthetic_model_path
+
+    return synthetic_model_path("synthetic:bert")
+
+
+@pytest.fixture(scope="session")
+def synthetic_roberta() -> str:
+    from tagtune.synthetic import synthetic_model_path
+
+    return synthetic_model_path("synthetic:roberta")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One smoke training (synthetic BERT, 4 epochs, ~10 s) shared by tests that need a trained model."""
+    out = tmp_path_factory.mktemp("smoke_run")
+    from tagtune import main
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        from smoke import Smoke
+    finally:
+        sys.path.pop(0)
+    main(Smoke, ["--output_dir", str(out), "--overwrite_output_dir", "true", "--report_to", "none"])
+    return out
