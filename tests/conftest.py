@@ -96,3 +96,9 @@ def smoke_run(tmp_path_factory) -> Path:
         sys.path.pop(0)
     main(Smoke, ["--output_dir", str(out), "--overwrite_output_dir", "true", "--report_to", "none"])
     return out
+
+
+def pytest_configure(config):
+    # kept here, not in a pytest.ini: the top level of the repository is fixed
+    for line in ("ignore::DeprecationWarning", "ignore::FutureWarning"):
+        config.addinivalue_line("filterwarnings", line)
