@@ -93,6 +93,11 @@ def summary(accelerator: Any, tracker: Optional[str], values: dict[str, Any]) ->
         accelerator.log({f"summary/{k}": v for k, v in values.items() if isinstance(v, (int, float))}, step=0)
 
 
+def log_final(accelerator: Any, tracker: Optional[str], results: dict[str, Any], epochs: list[dict[str, Any]]) -> None:
+    """End of run: run-level values into the summary."""
+    summary(accelerator, tracker, {k: results[k] for k in ("peak_memory_bytes", "wall_time_s", "model_size_bytes") if k in results})
+
+
 def finish(accelerator: Any, tracker: Optional[str]) -> None:
     if tracker is not None:
         accelerator.end_training()

@@ -360,7 +360,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         atomic_write_json(Path(cfg.output_dir) / "results.json", results)
         print("\n" + epoch_table_text(state.epochs))
         print(counts.line())
-    tracking.summary(accelerator, tracker, {k: results[k] for k in ("peak_memory_bytes", "wall_time_s", "model_size_bytes") if k in results})
+    tracking.log_final(accelerator, tracker, results, state.epochs)
     tracking.finish(accelerator, tracker)
     return results
 
