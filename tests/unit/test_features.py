@@ -1,0 +1,96 @@
+"""Label alignment (first sub-token, all sub-tokens), RoBERTa's prefix space, padding, batching."""
+
+import numpy as np
+import pytest
+import torch
+
+from tagtune.features import (IGNORE, Collator, LengthGroupedBatchSampler, build_features, is_byte_level,
+                              load_tokenizer, special_tokens, window_spans)
+
+L2I = {"DT": 0, "JJ": 1, "NN": 2, "VBZ": 3, ".": 4}
+WORDS = ["the", "unbelievable", "teacher", "books", "."]
+TAGS = ["DT", "JJ", "NN", "VBZ", "."]
+
+
+@pytest.fixture(scope="module")
+def bert_tok(synthetic_bert):
+    return load_tokenizer(synthetic_bert)
+
+
+@pytest.fixture(scope="module")
+def roberta_tok(synthetic_roberta):
+    return load_tokenizer(synthetic_roberta)
+
+
+def expected_first_subtoken(tok, words, tags, all_sub=False):
+    """Reference built word by word, independent of build_features' batching."""
+    pre, suf = special_tokens(tok)
+    ids, labels = list(pre), [IGNORE] * len(pre)
+    for w, t in zip(words, tags):
+        pieces = tok([w], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+        ids += pieces
+        labels += [L2I[t]] + [L2I[t] if all_sub else IGNORE] * (len(pieces) - 1)
+    return ids + suf, labels + [IGNORE] * len(suf)
+
+
+@pytest.mark.parametrize("all_sub", [False, True])
+def test_first_subtoken_alignment(bert_tok, all_sub):
+    f = build_features([WORDS], [TAGS], bert_tok, L2I, label_all_subtokens=all_sub)
+    ids, labels = expected_first_subtoken(bert_tok, WORDS, TAGS, all_sub)
+    assert f.input_ids[0] == ids and f.labels[0] == labels
+    assert len(ids) > len(WORDS) + 2, "the test needs words split into several sub-tokens"
+    # evaluation scores one position per word, on its first sub-token, whatever the training rule
+    scored = [i for i, w in enumerate(f.word_ids[0]) if w >= 0]
+    assert [f.word_ids[0][i] for i in scored] == list(range(len(WORDS)))
+    assert [f.labels[0][i] for i in scored] == [L2I[t] for t in TAGS]
+    assert f.num_words == len(WORDS)
+
+
+def test_roberta_gets_prefix_space(roberta_tok):
+    assert is_byte_level(roberta_tok) and roberta_tok.add_prefix_space
+    # each word is encoded as it would be mid-sentence: with the leading-space marker
+    f = build_features([WORDS], [TAGS], roberta_tok, L2I)
+    toks = roberta_tok.convert_ids_to_tokens(f.input_ids[0])
+    firsts = [toks[i] for i, w in enumerate(f.word_ids[0]) if w >= 0]
+    assert all(t.startswith("\u0120") for t in firsts), firsts
+    mid_sentence = roberta_tok(" " + " ".join(WORDS), add_special_tokens=True)["input_ids"]
+    assert f.input_ids[0] == mid_sentence
+
+
+def test_bert_tokenizer_not_byte_level(bert_tok):
+    assert not is_byte_level(bert_tok)
+
+
+def test_collator_pads_dynamically_and_to_multiple_of_8(bert_tok):
+    f = build_features([WORDS, WORDS[:2]], [TAGS, TAGS[:2]], bert_tok, L2I)
+    longest = max(f.lengths)
+    b = Collator(f, bert_tok.pad_token_id)([0, 1])
+    assert b["input_ids"].shape == (2, longest)
+    assert b["attention_mask"].sum().item() == sum(f.lengths)
+    assert (b["labels"][1, f.lengths[1]:] == IGNORE).all() and (b["input_ids"][1, f.lengths[1]:] == bert_tok.pad_token_id).all()
+    b8 = Collator(f, bert_tok.pad_token_id, pad_to_multiple_of=8)([1])
+    assert b8["input_ids"].shape[1] % 8 == 0 and b8["input_ids"].shape[1] >= f.lengths[1]
+
+
+def test_window_spans_own_each_word_once():
+    lens = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    spans = window_spans(lens, budget=10, stride=2)
+    owned = [w for _, own, end in spans for w in range(own, end)]
+    assert owned == list(range(len(lens)))
+    for start, own, end in spans:
+        assert sum(lens[start:end]) <= 10 and start <= own < end and own - start <= 2
+
+
+def test_length_grouped_sampler_shuffles_reproducibly():
+    lengths = list(np.random.default_rng(0).integers(5, 60, size=200))
+    s = LengthGroupedBatchSampler(lengths, 8, seed=3)
+    e0 = list(s)
+    assert sorted(i for b in e0 for i in b) == list(range(200))
+    assert e0 == list(LengthGroupedBatchSampler(lengths, 8, seed=3))
+    s.set_epoch(1)
+    assert list(s) != e0
+    # grouping cuts padding versus a plain shuffle
+    def pad(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    plain = list(LengthGroupedBatchSampler(lengths, 8, seed=3, group_by_length=False))
+    assert pad(e0) < 0.5 * pad(plain)
