@@ -274,6 +274,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     bar = tqdm(total=total_steps, disable=not accelerator.is_local_main_process, desc="train", dynamic_ncols=True)
     # summed on device between log points: no host sync per step
     running = torch.zeros(3, device=accelerator.device)  # loss sum, micro-batches, real tokens
+    seen, padded_slots = torch.zeros(2, dtype=torch.long, device=accelerator.device), 0  # real sub-tokens, scored words; padded
     window_t, epoch_times = time.time(), []
     model.train()
     for epoch in range(num_epochs):
@@ -294,6 +295,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
             d = loss.detach().float()
             running += torch.stack([d, torch.ones_like(d), batch["attention_mask"].sum().float()])
+            seen += torch.stack([batch["attention_mask"].sum(), (batch["word_ids"] >= 0).sum()])
+            padded_slots += batch["attention_mask"].numel()  # a shape: known on the host, no sync
             epoch_loss += torch.stack([d, torch.ones_like(d)])
             if not accelerator.sync_gradients:
                 continue
@@ -319,8 +322,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         row = {"epoch": epoch + 1, "step": state.global_step, "train_loss": (tot[0] / tot[1]).item(),
                "epoch_time_s": epoch_times[-1]}
         if cfg.eval_every_epoch and corpus.eval:
+            eval_t = time.time()
             result = evaluate(accelerator, model, eval_dl, eval_f, corpus.labels)
             row.update(result.metrics)
+            row["eval_time_s"] = time.time() - eval_t
             logger.info("epoch %d: train loss %.4f, eval loss %.4f, accuracy %.4f, macro F1 %.4f, seqeval F1 (report-compatible) %.4f",
                         epoch + 1, row["train_loss"], row["eval_loss"], row["accuracy"], row["macro_f1"], row["seqeval_f1"])
             tracking.log(accelerator, tracker, {f"eval/{k}": v for k, v in row.items() if k not in ("per_tag", "step", "epoch")},
@@ -337,11 +342,14 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.save_model:
         save_model(accelerator, model, tokenizer, model_dir, cfg, corpus.labels)
     accelerator.wait_for_everyone()
+    seen_all = accelerator.reduce(torch.cat([seen, seen.new_tensor([padded_slots])]), reduction="sum").tolist()
     results: dict[str, Any] = {
         "recipe": cfg.recipe, "model": cfg.model_name_or_path, "method": cfg.method, **topology, **counts.as_dict(),
         **peak_memory_bytes(), "wall_time_s": time.time() - t_start, "epoch_times_s": epoch_times,
         "train_sentences": len(corpus.train), "eval_sentences": len(corpus.eval), "eval_split": corpus.eval_split,
         "train_windows": len(train_f), "eval_words": eval_f.num_words, "global_steps": state.global_step,
+        # what the optimizer steps really consumed (tagtune bench reads these)
+        "train_time_s": sum(epoch_times), "train_tokens": seen_all[0], "train_words": seen_all[1], "train_padded_tokens": seen_all[2],
         "labels": corpus.labels,
         "label_distribution": {"train": label_distribution([s.tags for s in corpus.train]),
                                "eval": label_distribution([s.tags for s in corpus.eval])},
