@@ -366,6 +366,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         atomic_write_text(Path(cfg.output_dir) / "history.jsonl", "".join(__import__("json").dumps(h) + "\n" for h in state.history))
         atomic_write_json(Path(cfg.output_dir) / "results.json", results)
+        if "confusion_matrix" in results:  # last evaluation word for word; `tagtune evaluate` writes the same format
+            atomic_write_text(Path(cfg.output_dir) / "eval_predictions.jsonl", "".join(
+                __import__("json").dumps({"words": s.words, "labels": g, "tags": p}, ensure_ascii=False) + "\n"
+                for s, g, p in zip(corpus.eval, result.gold, result.pred)))
         print("\n" + epoch_table_text(state.epochs))
         print(counts.line())
     tracking.log_final(accelerator, tracker, results, state.epochs)
