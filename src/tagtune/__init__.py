@@ -20,4 +20,12 @@ def main(cls: type = TrainConfig, args=None):
     return _main(cls, args)
 
 
-__all__ = ["TrainConfig", "parse", "run", "main", "TagtuneError", "ConfigError", "DataError", "CheckpointError"]
+def __getattr__(name: str):
+    if name == "Tagger":  # lazy: `import tagtune` stays free of torch/transformers
+        from .predict import Tagger
+
+        return Tagger
+    raise AttributeError(f"module 'tagtune' has no attribute {name!r}")
+
+
+__all__ = ["Tagger", "TrainConfig", "parse", "run", "main", "TagtuneError", "ConfigError", "DataError", "CheckpointError"]
