@@ -1,0 +1,58 @@
+"""One place decides precision; AdamW groups exclude biases and LayerNorm weights from decay."""
+
+import pytest
+import torch
+
+from tagtune import ConfigError, TrainConfig
+from tagtune.train import make_optimizer, param_groups, resolve_precision
+
+
+def fake_gpu(monkeypatch, capability, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
+
+
+def test_t4_fp16_ok_bf16_refused(monkeypatch):
+    fake_gpu(monkeypatch, (7, 5), "Tesla T4")
+    assert resolve_precision("fp16") == "fp16"
+    with pytest.raises(ConfigError, match=r"Tesla T4 \(compute capability 7.5\) has no bf16"):
+        resolve_precision("bf16")
+
+
+def test_ampere_bf16_ok(monkeypatch):
+    fake_gpu(monkeypatch, (8, 0), "A100")
+    assert resolve_precision("bf16") == "bf16"
+
+
+def test_cpu_fp16_runs_fp32_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("fp16") == "no"
+    assert "fp16 needs a GPU" in caplog.text
+    assert resolve_precision("bf16") == "bf16"  # real autocast on CPU
+
+
+def test_precision_from_accelerate_launch_env(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert resolve_precision(None) == "bf16"
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    assert resolve_precision(None) == "no"
+
+
+def test_no_decay_on_bias_and_layernorm():
+    from transformers import BertConfig, BertForTokenClassification
+
+    model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                  intermediate_size=32, num_labels=3))
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    d = {names[id(p)] for p in decay["params"]}
+    assert all(n.endswith(".bias") or "LayerNorm" in n for n in nd)
+    assert "bert.embeddings.LayerNorm.weight" in nd and "classifier.bias" in nd
+    assert "classifier.weight" in d and "bert.encoder.layer.0.attention.self.query.weight" in d
+    assert len(d) + len(nd) == len(list(model.parameters()))
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
+    opt = make_optimizer(model, TrainConfig(dataset_name="synthetic:pos", learning_rate=3e-4))
+    assert opt.param_groups[0]["lr"] == 3e-4
