@@ -127,6 +127,24 @@ class TrainConfig:
     overwrite_output_dir: bool = _help("Allow writing into an output_dir that holds another run.", default=False)
     save_model: bool = _help("Save the final model (full) or adapter (LoRA) with tokenizer and label maps.", default=True)
 
+    # ---- checkpoints and failures (README "Resuming and failures") ---------------------
+    checkpointing_steps: int = _help(
+        "Save a resumable checkpoint to <output_dir>/checkpoints/step-<N>/ every N optimizer steps; 0 = only at epoch ends.",
+        default=0,
+    )
+    checkpoint_epoch_end: bool = _help("Also save a checkpoint at the end of every epoch (after its evaluation).", default=True)
+    save_total_limit: int = _help("Keep only the newest K checkpoints (older ones are deleted after a save succeeds); 0 = keep all.", default=2)
+    resume_from_checkpoint: Optional[str] = _help(
+        "'latest' = continue from the newest checkpoint in output_dir (a fresh start when there is none), "
+        "or a checkpoint folder. Restores weights, optimizer, schedule, scaler, RNG and the position in the epoch.",
+        default=None,
+    )
+    nonfinite_loss_patience: int = _help(
+        "Stop (keeping the last good checkpoint) once the training loss has been NaN/inf for this many consecutive "
+        "optimizer steps; checked at log points and before each checkpoint.",
+        default=10,
+    )
+
     # ---- tracking -------------------------------------------------------------------
     report_to: Literal["auto", "wandb", "tensorboard", "none"] = _help(
         "Tracker: 'auto' = wandb (online when logged in, else offline with a log line), or tensorboard, or none.",
@@ -148,14 +166,15 @@ class TrainConfig:
                 bad(name, f"choose one of {list(choices)}")
 
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "lora_r", "lora_alpha", "logging_steps"):
+                     "lora_r", "lora_alpha", "logging_steps", "nonfinite_loss_patience"):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
         if self.learning_rate <= 0:
             bad("learning_rate", "must be > 0")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             bad("num_train_epochs", "must be > 0 (or set max_steps > 0)")
-        for name in ("weight_decay", "max_grad_norm", "warmup_steps", "stride", "dataloader_num_workers"):
+        for name in ("weight_decay", "max_grad_norm", "warmup_steps", "stride", "dataloader_num_workers",
+                     "checkpointing_steps", "save_total_limit"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
         for name in ("warmup_ratio", "lora_dropout"):
@@ -179,6 +198,8 @@ class TrainConfig:
                               fix="pass --dataset_name '' to use local files")
         if self.lora_target_modules is not None and len(self.lora_target_modules) == 0:
             self.lora_target_modules = None
+        if self.resume_from_checkpoint is not None and not str(self.resume_from_checkpoint).strip():
+            self.resume_from_checkpoint = None
         if self.output_dir is None:
             self.output_dir = os.path.join("outputs", self.recipe)
 

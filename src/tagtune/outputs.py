@@ -34,7 +34,10 @@ TABLE_NOTE = ("Precision/Recall/F1 are seqeval's, computed as the study did (rep
               "per-tag scores and are the primary metrics.")
 
 RUN_MARKER = "run_config.json"
-SECRET_PATTERN = re.compile(r"(api[_-]?key|token|secret|password|passwd)", re.I)
+# a whole name part (HF_TOKEN, WANDB_API_KEY, hub_token), not a substring: tokenizer_name and
+# label_all_subtokens are settings, not secrets
+SECRET_PATTERN = re.compile(r"(?:^|[_\-.])(api[_-]?key|(?:access|auth|hub|hf)?[_-]?token|secret|password|passwd|"
+                            r"private[_-]?key|credentials?)(?:$|[_\-.])", re.I)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

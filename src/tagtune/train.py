@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from . import checkpoint as ckpt
 from . import tracking
 from .config import TrainConfig
 from .data import Corpus, load_corpus
@@ -199,13 +200,17 @@ class RunState:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    overflow_steps: int = 0  # fp16 steps skipped by loss scaling (gradient overflow)
 
 
 def _loader(features: Features, batch_size: int, cfg: TrainConfig, pad_id: int, pad_multiple: Optional[int], shuffle: bool):
     sampler = LengthGroupedBatchSampler(features.lengths, batch_size, cfg.seed, shuffle=shuffle, group_by_length=cfg.group_by_length)
+    # Its own generator: starting an epoch's iterator then draws no number from the global torch RNG
+    # (dropout's), which a checkpoint restores at a step boundary, so a resumed run stays bitwise exact.
     loader = torch.utils.data.DataLoader(
         FeatureDataset(features), batch_sampler=sampler, collate_fn=Collator(features, pad_id, pad_multiple),
         num_workers=cfg.dataloader_num_workers, pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     return loader, sampler
 
@@ -217,8 +222,16 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     t_start = time.time()
     tracker = tracking.resolve_report_to(cfg.report_to)
-    check_output_dir(cfg.output_dir, cfg.overwrite_output_dir)
+    resume_path = ckpt.resolve_resume(cfg.output_dir, cfg.resume_from_checkpoint)
+    if cfg.resume_from_checkpoint == "latest" and resume_path is None and not cfg.overwrite_output_dir \
+            and (Path(cfg.output_dir) / RUN_MARKER).exists():
+        raise ckpt.CheckpointError("--resume_from_checkpoint latest: no complete checkpoint under checkpoints/, "
+                                   "and the folder holds another run", where=str(cfg.output_dir),
+                                   fix="pass --overwrite_output_dir true to start that run over, or choose another --output_dir")
+    check_output_dir(cfg.output_dir, cfg.overwrite_output_dir, resuming=resume_path is not None)
     accelerator = make_accelerator(cfg, tracker)
+    if resume_path is None and cfg.overwrite_output_dir and accelerator.is_main_process:
+        ckpt.clear_checkpoints(cfg.output_dir)
     setup_logging(accelerator.is_main_process)
     topology = {"num_processes": accelerator.num_processes, "distributed_type": accelerator.distributed_type.value,
                 "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)}
@@ -240,6 +253,17 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     train_dl, train_sampler = _loader(train_f, cfg.per_device_train_batch_size * n, cfg, tokenizer.pad_token_id, pad_multiple, True)
     eval_dl, _ = _loader(eval_f, cfg.per_device_eval_batch_size * n, cfg, tokenizer.pad_token_id, pad_multiple, False)
 
+    # what a checkpoint must share with this run to be resumed by it
+    zero_stage = accelerator.state.deepspeed_plugin.zero_stage if accelerator.distributed_type == DistributedType.DEEPSPEED else 0
+    identity = {"labels": corpus.labels, "model_name_or_path": cfg.model_name_or_path, "method": cfg.method,
+                "lora": [cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules] if cfg.method == "lora" else None,
+                "world_size": n, "distributed_type": accelerator.distributed_type.value, "zero_stage": zero_stage,
+                "mixed_precision": accelerator.mixed_precision, "seed": cfg.seed,
+                "global_batch_size": cfg.per_device_train_batch_size * n,
+                "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+                "data_fingerprint": ckpt.data_fingerprint(train_f.input_ids)}
+    resume_meta = ckpt.read_meta(resume_path) if resume_path is not None else None
+
     # ---- model, optimiser, schedule -----------------------------------------------------
     set_seed(cfg.seed)
     model = build_model(cfg, corpus.labels)
@@ -251,17 +275,24 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(train_dl) / cfg.gradient_accumulation_steps)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
     num_epochs = math.ceil(total_steps / steps_per_epoch)
+    identity["total_steps"] = total_steps
+    if resume_meta is not None:
+        ckpt.check_compatible(resume_meta, identity, resume_path)
     warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = cfg.per_device_train_batch_size  # our loader has a batch sampler
+        if ds.get("gradient_clipping", "auto") == "auto":  # Accelerate would fill 1.0; DeepSpeed clips, not clip_grad_norm_
+            ds["gradient_clipping"] = cfg.max_grad_norm
     model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, eval_dl, scheduler)
 
     run_config = redact({**cfg.to_dict(), **topology, **counts.as_dict(), "labels": corpus.labels,
                          "num_labels": len(corpus.labels), "eval_split_name": corpus.eval_split})
     if accelerator.is_main_process:
         atomic_write_json(Path(cfg.output_dir) / RUN_MARKER, run_config)
+    if tracker == "wandb" and (resume_meta or {}).get("tracker_run_id"):
+        ckpt.continue_wandb_run(resume_meta["tracker_run_id"])
     tracking.init(accelerator, cfg, tracker, run_config)
     tracking.summary(accelerator, tracker, counts.as_dict())
 
@@ -271,70 +302,134 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 steps_per_epoch, cfg.per_device_train_batch_size * n * cfg.gradient_accumulation_steps)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, disable=not accelerator.is_local_main_process, desc="train", dynamic_ncols=True)
     # summed on device between log points: no host sync per step
     running = torch.zeros(3, device=accelerator.device)  # loss sum, micro-batches, real tokens
     seen, padded_slots = torch.zeros(2, dtype=torch.long, device=accelerator.device), 0  # real sub-tokens, scored words; padded
-    window_t, epoch_times = time.time(), []
+    epoch_loss = torch.zeros(2, device=accelerator.device)
+    health = ckpt.LossHealth(accelerator.device)
+    totals = {"running": running, "seen": seen, "epoch_loss": epoch_loss, "loss_health": health.counts}
+    epoch_times: list[float] = []
+    start_epoch, skip, result, last_ckpt = 0, 0, None, None
+    if resume_path is not None:
+        ckpt.load(accelerator, resume_path)  # weights, optimizer, schedule, scaler, RNG, accumulation counter
+        t = resume_meta["trainer"]
+        state.global_step, state.history, state.epochs, state.overflow_steps = \
+            t["global_step"], t["history"], t["epochs"], t["overflow_steps"]
+        epoch_times, start_epoch, skip = t["epoch_times"], t["epoch"], t["batches_in_epoch"]
+        ckpt.totals_from_json(accelerator, t["totals"], totals)
+        padded_slots = t["padded_slots"] if accelerator.is_main_process else 0
+        last_ckpt = resume_path
+        logger.info("resumed from %s: step %d, epoch %d, %d batches of it already done", resume_path,
+                    state.global_step, start_epoch + 1, skip)
+
+    def save_checkpoint(epoch: int, batches: int) -> Optional[Path]:
+        """A resumable checkpoint of this step boundary; none while the loss is NaN/inf (keep the last good one)."""
+        if health.check(accelerator, cfg.nonfinite_loss_patience, state.global_step, last_ckpt) > 0:
+            logger.warning("step %d: loss is NaN/inf, not saving a checkpoint over the last good one", state.global_step)
+            return last_ckpt
+        slots = int(accelerator.reduce(torch.tensor([padded_slots], device=accelerator.device), reduction="sum").item())
+        meta = {**identity, "step": state.global_step, "tracker_run_id": ckpt.tracker_run_id(accelerator, tracker),
+                "config": redact(cfg.to_dict()),
+                "trainer": {"global_step": state.global_step, "epoch": epoch, "batches_in_epoch": batches,
+                            "history": state.history, "epochs": state.epochs, "epoch_times": epoch_times,
+                            "overflow_steps": state.overflow_steps, "padded_slots": slots,
+                            "totals": ckpt.totals_to_json(accelerator, totals)}}
+        return ckpt.save(accelerator, cfg.output_dir, state.global_step, meta, cfg.save_total_limit)
+
+    def preempted(path: Optional[Path]) -> ckpt.Preempted:
+        bar.close()
+        if accelerator.is_main_process:
+            atomic_write_text(Path(cfg.output_dir) / "history.jsonl", "".join(__import__("json").dumps(h) + "\n" for h in state.history))
+        tracking.finish(accelerator, tracker)
+        return ckpt.Preempted(stop.received or "signal", path)
+
+    bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
+               desc="train", dynamic_ncols=True)
+    window_t = time.time()
     model.train()
-    for epoch in range(num_epochs):
-        state.epoch = epoch
-        train_sampler.set_epoch(epoch)
-        epoch_t = time.time()
-        epoch_loss = torch.zeros(2, device=accelerator.device)
-        for batch in train_dl:
-            with accelerator.accumulate(model):
-                out = model(**{k: batch[k] for k in MODEL_INPUTS}, labels=batch["labels"])
-                loss = out.loss
-                accelerator.backward(loss)
-                grad_norm = None
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            d = loss.detach().float()
-            running += torch.stack([d, torch.ones_like(d), batch["attention_mask"].sum().float()])
-            seen += torch.stack([batch["attention_mask"].sum(), (batch["word_ids"] >= 0).sum()])
-            padded_slots += batch["attention_mask"].numel()  # a shape: known on the host, no sync
-            epoch_loss += torch.stack([d, torch.ones_like(d)])
-            if not accelerator.sync_gradients:
-                continue
-            state.global_step += 1
-            bar.update(1)
-            if state.global_step % cfg.logging_steps == 0 or state.global_step == total_steps:
-                tot = accelerator.reduce(running, reduction="sum")
-                now = time.time()
-                row = {"step": state.global_step, "epoch": epoch + 1, "train_loss": (tot[0] / tot[1]).item(),
-                       "learning_rate": scheduler.get_last_lr()[0],
-                       "tokens_per_second": tot[2].item() / max(now - window_t, 1e-9)}
-                if grad_norm is not None:
-                    row["grad_norm"] = float(grad_norm)
-                state.history.append(row)
-                tracking.log(accelerator, tracker, {f"train/{k}": v for k, v in row.items() if k != "step"}, state.global_step)
-                bar.set_postfix(loss=f"{row['train_loss']:.4f}", lr=f"{row['learning_rate']:.2e}", tok_s=f"{row['tokens_per_second']:.0f}")
-                running.zero_()
-                window_t = now
+    with ckpt.StopSignal() as stop:
+        for epoch in range(start_epoch, num_epochs):
+            state.epoch = epoch
+            train_sampler.set_epoch(epoch)
+            train_dl.set_epoch(epoch)  # Accelerate's loader re-applies its own epoch counter when iterated
+            mid_epoch = epoch == start_epoch and skip > 0
+            if not mid_epoch:
+                epoch_loss.zero_()
+            # a resumed epoch skips the batches it already trained on (same order: sampler seeded by (seed, epoch))
+            loader = accelerator.skip_first_batches(train_dl, skip) if mid_epoch else train_dl
+            batches = skip if mid_epoch else 0
+            epoch_t = time.time()
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    out = model(**{k: batch[k] for k in MODEL_INPUTS}, labels=batch["labels"])
+                    loss = out.loss
+                    accelerator.backward(loss)
+                    grad_norm = None
+                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                batches += 1
+                d = loss.detach().float()
+                health.update(d)
+                running += torch.stack([d, torch.ones_like(d), batch["attention_mask"].sum().float()])
+                seen += torch.stack([batch["attention_mask"].sum(), (batch["word_ids"] >= 0).sum()])
+                padded_slots += batch["attention_mask"].numel()  # a shape: known on the host, no sync
+                epoch_loss += torch.stack([d, torch.ones_like(d)])
+                if not accelerator.sync_gradients:
+                    continue
+                state.global_step += 1
+                if accelerator.optimizer_step_was_skipped:  # fp16 loss scaling found inf/NaN gradients
+                    state.overflow_steps += 1
+                bar.update(1)
+                if state.global_step % cfg.logging_steps == 0 or state.global_step == total_steps:
+                    tot = accelerator.reduce(running, reduction="sum")
+                    now = time.time()
+                    row = {"step": state.global_step, "epoch": epoch + 1, "train_loss": (tot[0] / tot[1]).item(),
+                           "learning_rate": scheduler.get_last_lr()[0],
+                           "tokens_per_second": tot[2].item() / max(now - window_t, 1e-9)}
+                    if grad_norm is not None:
+                        row["grad_norm"] = float(grad_norm)
+                    if accelerator.mixed_precision == "fp16":
+                        row["overflow_steps"] = state.overflow_steps
+                    state.history.append(row)
+                    tracking.log(accelerator, tracker, {f"train/{k}": v for k, v in row.items() if k != "step"}, state.global_step)
+                    bar.set_postfix(loss=f"{row['train_loss']:.4f}", lr=f"{row['learning_rate']:.2e}", tok_s=f"{row['tokens_per_second']:.0f}")
+                    running.zero_()
+                    window_t = now
+                    health.check(accelerator, cfg.nonfinite_loss_patience, state.global_step, last_ckpt)
+                done = state.global_step >= total_steps
+                stopping = stop.requested(accelerator)  # every step on every process: a collective when distributed
+                if stopping or (cfg.checkpointing_steps and state.global_step % cfg.checkpointing_steps == 0 and not done):
+                    last_ckpt = save_checkpoint(epoch, batches)
+                if stopping:
+                    raise preempted(last_ckpt)
+                if done:
+                    break
+            epoch_times.append(time.time() - epoch_t)
+            tot = accelerator.reduce(epoch_loss, reduction="sum")
+            row = {"epoch": epoch + 1, "step": state.global_step, "train_loss": (tot[0] / tot[1]).item(),
+                   "epoch_time_s": epoch_times[-1]}
+            if cfg.eval_every_epoch and corpus.eval:
+                eval_t = time.time()
+                result = evaluate(accelerator, model, eval_dl, eval_f, corpus.labels)
+                row.update(result.metrics)
+                row["eval_time_s"] = time.time() - eval_t
+                logger.info("epoch %d: train loss %.4f, eval loss %.4f, accuracy %.4f, macro F1 %.4f, seqeval F1 (report-compatible) %.4f",
+                            epoch + 1, row["train_loss"], row["eval_loss"], row["accuracy"], row["macro_f1"], row["seqeval_f1"])
+                tracking.log(accelerator, tracker, {f"eval/{k}": v for k, v in row.items() if k not in ("per_tag", "step", "epoch")},
+                             state.global_step)
+            state.epochs.append(row)
+            if accelerator.is_main_process:
+                write_epoch_outputs(cfg.output_dir, state.epochs)
+            stopping = stop.requested(accelerator)
+            if cfg.checkpoint_epoch_end or stopping:
+                last_ckpt = save_checkpoint(epoch + 1, 0)
+            if stopping:
+                raise preempted(last_ckpt)
             if state.global_step >= total_steps:
                 break
-        epoch_times.append(time.time() - epoch_t)
-        tot = accelerator.reduce(epoch_loss, reduction="sum")
-        row = {"epoch": epoch + 1, "step": state.global_step, "train_loss": (tot[0] / tot[1]).item(),
-               "epoch_time_s": epoch_times[-1]}
-        if cfg.eval_every_epoch and corpus.eval:
-            eval_t = time.time()
-            result = evaluate(accelerator, model, eval_dl, eval_f, corpus.labels)
-            row.update(result.metrics)
-            row["eval_time_s"] = time.time() - eval_t
-            logger.info("epoch %d: train loss %.4f, eval loss %.4f, accuracy %.4f, macro F1 %.4f, seqeval F1 (report-compatible) %.4f",
-                        epoch + 1, row["train_loss"], row["eval_loss"], row["accuracy"], row["macro_f1"], row["seqeval_f1"])
-            tracking.log(accelerator, tracker, {f"eval/{k}": v for k, v in row.items() if k not in ("per_tag", "step", "epoch")},
-                         state.global_step)
-        state.epochs.append(row)
-        if accelerator.is_main_process:
-            write_epoch_outputs(cfg.output_dir, state.epochs)
-        if state.global_step >= total_steps:
-            break
     bar.close()
 
     # ---- save and report ----------------------------------------------------------------
@@ -354,9 +449,14 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         "label_distribution": {"train": label_distribution([s.tags for s in corpus.train]),
                                "eval": label_distribution([s.tags for s in corpus.eval])},
         "skipped_empty_sentences": corpus.skipped_empty,
+        "resumed_from": str(resume_path) if resume_path is not None else None,
+        "last_checkpoint": str(last_ckpt) if last_ckpt is not None else None,
+        "overflow_steps": state.overflow_steps, "nonfinite_loss_steps": health.read(accelerator)[1],
         "epochs": [{k: v for k, v in e.items() if k != "per_tag"} for e in state.epochs],
     }
     if state.epochs and "accuracy" in state.epochs[-1]:
+        if result is None:  # resumed from the final checkpoint: the last epoch's predictions again (deterministic)
+            result = evaluate(accelerator, model, eval_dl, eval_f, corpus.labels)
         results["final"] = {k: v for k, v in state.epochs[-1].items() if k != "per_tag"}
         results["confusion_matrix"] = {"labels": corpus.labels,
                                        "matrix": confusion([t for s in result.gold for t in s], [t for s in result.pred for t in s],
@@ -399,3 +499,6 @@ def main(cls: type[TrainConfig] = TrainConfig, args: Optional[list[str]] = None)
     except TagtuneError as err:
         print(f"tagtune: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ckpt.Preempted as stop:
+        print(f"tagtune: {stop}", file=sys.stderr)
+        raise SystemExit(ckpt.PREEMPTED_EXIT_CODE) from None

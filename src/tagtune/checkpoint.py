@@ -1,0 +1,362 @@
+"""Resumable checkpoints: atomic save, keep-last-K, resume checks, preemption signals, loss health.
+
+Layout: ``<output_dir>/checkpoints/step-<N>/`` holds what ``accelerator.save_state`` writes
+(model in safetensors, optimizer, scheduler, scaler, per-process RNG states; DeepSpeed's own
+sharded files under ZeRO) plus ``tagtune_checkpoint.json`` (position in training, the loop's
+running totals, the run's identity: labels, model, world size). A checkpoint is written into
+``.tmp-step-<N>`` and renamed into place only once complete, so a crash mid-save never leaves a
+folder that resume would pick up. Resume loads with Accelerate, which reads weights from
+safetensors and everything else with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, TagtuneError
+from .outputs import atomic_write_json
+
+logger = logging.getLogger("tagtune")
+
+CHECKPOINTS_DIR = "checkpoints"
+META_NAME = "tagtune_checkpoint.json"
+FORMAT_VERSION = 1
+# EX_TEMPFAIL from sysexits.h: "try again later". A job script can requeue on it.
+PREEMPTED_EXIT_CODE = 75
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class Preempted(Exception):
+    """Raised after a signal-triggered checkpoint was written; entry points exit with PREEMPTED_EXIT_CODE."""
+
+    def __init__(self, signame: str, path: Optional[Path]):
+        self.signame, self.path = signame, path
+        where = f"checkpoint saved to {path}" if path else "no checkpoint could be saved"
+        super().__init__(f"stopped by {signame} at a step boundary; {where}. "
+                         f"Resume with --resume_from_checkpoint latest (same output_dir).")
+
+
+class TrainingDiverged(TagtuneError):
+    """The loss stayed NaN/inf: the run stops rather than train on garbage."""
+
+
+# ----------------------------------------------------------------------------------------
+# finding checkpoints
+# ----------------------------------------------------------------------------------------
+
+def checkpoints_root(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / CHECKPOINTS_DIR
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints (renamed into place, metadata present), oldest first."""
+    root = checkpoints_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir() and (p / META_NAME).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def resolve_resume(output_dir: str, value: Optional[str]) -> Optional[Path]:
+    """'latest' -> newest complete checkpoint of output_dir (None when there is none yet: a fresh
+    start, so one command serves both the first launch and every requeue); a path -> that folder."""
+    if not value:
+        return None
+    if value == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1][1] if found else None
+    p = Path(value)
+    if not p.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {value}", where="config field 'resume_from_checkpoint'",
+                              fix=f"give a folder such as {checkpoints_root(output_dir)}/step-<N>, or 'latest'")
+    if p.name.startswith((".tmp-", ".old-")) or not (p / META_NAME).is_file():
+        raise CheckpointError(f"{p} is not a complete tagtune checkpoint (no {META_NAME})",
+                              where="config field 'resume_from_checkpoint'",
+                              fix="point at a step-<N> folder under <output_dir>/checkpoints; folders named .tmp-* are "
+                                  "interrupted saves and cannot be resumed")
+    return p
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / META_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint metadata: {err}", where=str(path / META_NAME),
+                              fix="resume from another checkpoint folder") from None
+
+
+def clear_checkpoints(output_dir: str) -> None:
+    """A run that overwrites output_dir must not later 'resume' from the previous run's checkpoints."""
+    root = checkpoints_root(output_dir)
+    if root.is_dir():
+        logger.info("overwrite_output_dir: removing the previous run's checkpoints in %s", root)
+        shutil.rmtree(root)
+
+
+# ----------------------------------------------------------------------------------------
+# identity checks on resume
+# ----------------------------------------------------------------------------------------
+
+def data_fingerprint(input_ids: list[list[int]]) -> str:
+    """Hash of the tokenised training windows: resume skips batches by position, so the data must be the same."""
+    h = hashlib.sha256()
+    h.update(np.asarray([len(x) for x in input_ids], dtype=np.int64).tobytes())
+    if input_ids:
+        h.update(np.concatenate([np.asarray(x, dtype=np.int64) for x in input_ids]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse a resume that would silently train a different model or on different data."""
+    where = str(path)
+    fresh = "or start a new run in another --output_dir"
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}", where=where,
+                              fix=f"resume with the tagtune version that wrote it, {fresh}")
+    if meta["labels"] != current["labels"]:
+        added = sorted(set(current["labels"]) - set(meta["labels"]))
+        missing = sorted(set(meta["labels"]) - set(current["labels"]))
+        raise CheckpointError(
+            f"label set differs from the checkpoint's ({len(meta['labels'])} labels there, {len(current['labels'])} now; "
+            f"new: {added or 'none'}, absent now: {missing or 'none'})",
+            where=where, fix=f"resume with the training data the checkpoint was trained on, {fresh}")
+    for key, flag in (("model_name_or_path", "--model_name_or_path"), ("method", "--method"),
+                      ("lora", "--lora_r/--lora_alpha/--lora_target_modules")):
+        if meta[key] != current[key]:
+            raise CheckpointError(f"{key} differs from the checkpoint's: {meta[key]!r} there, {current[key]!r} now",
+                                  where=where, fix=f"pass {flag} as in the checkpoint's run, {fresh}")
+    if meta["zero_stage"] and meta["world_size"] != current["world_size"]:
+        raise CheckpointError(
+            f"DeepSpeed ZeRO-{meta['zero_stage']} checkpoint was written by {meta['world_size']} processes, "
+            f"this launch has {current['world_size']}: its optimizer and parameter shards are split per process",
+            where=where,
+            fix=f"relaunch with --num_processes {meta['world_size']}; or convert the shards to one fp32 state dict "
+                "with DeepSpeed's zero_to_fp32.py (see README 'Scaling out') and start a new run from it")
+    if meta["zero_stage"] != current["zero_stage"]:
+        raise CheckpointError(f"checkpoint has ZeRO stage {meta['zero_stage']}, this launch {current['zero_stage']}",
+                              where=where, fix=f"launch with the checkpoint's DeepSpeed configuration, {fresh}")
+    for key in ("global_batch_size", "gradient_accumulation_steps", "total_steps"):
+        if meta[key] != current[key]:
+            raise CheckpointError(f"{key} differs from the checkpoint's: {meta[key]} there, {current[key]} now; the "
+                                  "position in the epoch and the learning-rate schedule would no longer match",
+                                  where=where, fix=f"resume with the same batch size, accumulation and epochs/max_steps, {fresh}")
+    if meta["data_fingerprint"] != current["data_fingerprint"]:
+        raise CheckpointError("training data (after tokenisation) differs from the checkpoint's",
+                              where=where, fix=f"resume with the same training files, tokenizer, max_length and stride, {fresh}")
+    if meta["world_size"] != current["world_size"]:
+        logger.warning("resuming a %d-process checkpoint with %d processes: the data order is the same, "
+                       "but dropout RNG streams differ, so results will not be bitwise equal",
+                       meta["world_size"], current["world_size"])
+
+
+# ----------------------------------------------------------------------------------------
+# save / load
+# ----------------------------------------------------------------------------------------
+
+def save(accelerator: Any, output_dir: str, step: int, meta: dict[str, Any], keep: int) -> Path:
+    """Atomic save of the full training state; then delete all but the newest ``keep`` (0 = keep all).
+
+    Every process writes into the same temporary folder (DeepSpeed shards, RNG states); the
+    main process writes the metadata last and renames. Multi-node runs need a shared filesystem,
+    as Accelerate's own ``save_state`` does.
+    """
+    root = checkpoints_root(output_dir)
+    final = root / f"step-{step}"
+    tmp = root / f".tmp-step-{step}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-step-*"):  # interrupted saves of an earlier process
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    with _quiet_accelerate():
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(tmp / META_NAME, {"format_version": FORMAT_VERSION, **meta})
+        _fsync_dir(tmp)
+        if final.exists():  # the same step from an abandoned timeline (resumed from an older checkpoint)
+            old = root / f".old-step-{step}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+        if keep > 0:
+            for _, p in list_checkpoints(output_dir)[:-keep]:
+                shutil.rmtree(p, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    logger.info("checkpoint saved: %s", final)
+    return final
+
+
+@contextlib.contextmanager
+def _quiet_accelerate() -> Iterator[None]:
+    """Accelerate logs every file it saves or loads at INFO; one line of ours says it."""
+    loggers = [logging.getLogger(n) for n in ("accelerate.checkpointing", "accelerate.accelerator")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(accelerator: Any, path: Path) -> None:
+    """accelerator.load_state, with any failure (corrupt file, unsafe pickle, shape mismatch) as a CheckpointError."""
+    try:
+        with _quiet_accelerate():
+            accelerator.load_state(str(path))
+    except TagtuneError:
+        raise
+    except Exception as err:  # noqa: BLE001 - torch/safetensors/DeepSpeed raise many types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"cannot load checkpoint: {type(err).__name__}: {first[:300]}", where=str(path),
+                              fix="resume from another checkpoint (or start a new run); only safetensors weights and "
+                                  "weights-only pickles are accepted") from None
+
+
+def tracker_run_id(accelerator: Any, tracker: Optional[str]) -> Optional[str]:
+    """The W&B run id, kept in the checkpoint so that a resume continues the same W&B run."""
+    if tracker != "wandb" or not accelerator.is_main_process:
+        return None
+    return getattr(accelerator.get_tracker("wandb", unwrap=True), "id", None)
+
+
+def continue_wandb_run(run_id: str) -> None:
+    """wandb.init reads these: the resumed training logs into the interrupted run, its steps going
+    on from the checkpoint's global step (the tracker step is the optimizer step)."""
+    os.environ.setdefault("WANDB_RUN_ID", run_id)
+    os.environ.setdefault("WANDB_RESUME", "allow")
+
+
+# ----------------------------------------------------------------------------------------
+# running totals carried across a resume
+# ----------------------------------------------------------------------------------------
+
+def totals_to_json(accelerator: Any, tensors: dict[str, torch.Tensor]) -> dict[str, list]:
+    """Per-process accumulators summed over processes (a collective: call on every process)."""
+    return {k: accelerator.reduce(t.clone(), reduction="sum").cpu().tolist() for k, t in tensors.items()}
+
+
+def totals_from_json(accelerator: Any, saved: dict[str, list], tensors: dict[str, torch.Tensor]) -> None:
+    """The summed totals go to the main process, zeros elsewhere, so the next reduction gives the same sum."""
+    for k, t in tensors.items():
+        if accelerator.is_main_process:
+            t.copy_(torch.as_tensor(saved[k], dtype=t.dtype))
+        else:
+            t.zero_()
+
+
+# ----------------------------------------------------------------------------------------
+# preemption
+# ----------------------------------------------------------------------------------------
+
+class StopSignal:
+    """SIGTERM/SIGINT set a flag that the loop reads at the next optimizer-step boundary.
+
+    A second SIGINT (Ctrl-C twice) interrupts at once. The previous handlers come back on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: Optional[str] = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignal":
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals to the host program
+                pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = name
+        logger.warning("%s received: saving a checkpoint at the next step boundary, then exiting (code %d)",
+                       name, PREEMPTED_EXIT_CODE)
+
+    def requested(self, accelerator: Any) -> bool:
+        """Do all processes stop now? Under several processes the flag is all-reduced, so every rank
+        stops at the same step even if the signal reached them at different times."""
+        if accelerator.num_processes == 1:
+            return self.received is not None
+        flag = torch.tensor([1.0 if self.received else 0.0], device=accelerator.device)
+        hit = accelerator.reduce(flag, reduction="sum").item() > 0
+        if hit and not self.received:
+            self.received = "SIGTERM (another process)"
+        return hit
+
+
+# ----------------------------------------------------------------------------------------
+# numerics
+# ----------------------------------------------------------------------------------------
+
+class LossHealth:
+    """Counts non-finite losses on the device (no host sync per step): [current streak, total]."""
+
+    def __init__(self, device: Any) -> None:
+        self.counts = torch.zeros(2, dtype=torch.long, device=device)
+
+    def update(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).long()
+        self.counts[0] = (self.counts[0] + 1) * bad
+        self.counts[1] += bad
+
+    def read(self, accelerator: Any) -> tuple[int, int]:
+        """(longest current streak over processes, total over processes)."""
+        allc = accelerator.gather(self.counts[None])
+        return int(allc[:, 0].max()), int(allc[:, 1].sum())
+
+    def check(self, accelerator: Any, patience: int, step: int, last_good: Optional[Path]) -> int:
+        """Raise TrainingDiverged once the streak reaches ``patience``; else return the current streak."""
+        streak, total = self.read(accelerator)
+        if streak >= patience:
+            kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint had been saved"
+            raise TrainingDiverged(
+                f"training loss was NaN/inf for {streak} consecutive steps (up to step {step}; {total} in all); "
+                f"the run stopped and {kept}",
+                where="training loop",
+                fix="lower --learning_rate, add warmup (--warmup_ratio), keep --max_grad_norm > 0, or use bf16/fp32 "
+                    "instead of fp16; then resume from the last good checkpoint with --resume_from_checkpoint PATH")
+        return streak
