@@ -53,9 +53,13 @@ class Corpus:
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise DataError(f"file not found: {path}", where=str(path), fix="check the path given for train_file/validation_file/test_file")
-    raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        raw = path.read_bytes()
+    except OSError as err:  # permissions, a directory, a vanished network mount
+        raise DataError(f"cannot read file: {err.strerror or err}", where=str(path),
+                        fix="check the path and its permissions") from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark some editors write
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(
@@ -103,6 +107,13 @@ def _check_record(rec: Any, words_field: str, labels_field: str, where: str) -> 
                     where=where,
                     fix="words and tags must be strings (hub datasets with class-id tags are converted automatically)",
                 )
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate such as "\ud800": valid JSON, not text
+                    raise DataError(f"field '{name}' item {i} is not valid Unicode: {item!r} (lone surrogate escape)",
+                                    where=where, fix="re-export the data from a UTF-8 source; \\uD800-\\uDFFF escapes "
+                                                     "must come in surrogate pairs") from None
     return words, tags
 
 
@@ -190,7 +201,7 @@ def read_conll(path: str, word_column: int = 0, tag_column: int = -1) -> list[Se
         if cols[0] == "-DOCSTART-":
             start = lineno + 1
             continue
-        need = max(word_column, tag_column) + 1 if tag_column >= 0 else max(word_column + 1, -tag_column)
+        need = max(c + 1 if c >= 0 else -c for c in (word_column, tag_column))  # -1 = last column
         if len(cols) < max(need, 2):
             raise DataError(f"expected a word column and a tag column, found {len(cols)} column(s): {line!r}",
                             where=f"{path}:{lineno}", fix="each token line needs the word and its tag separated by whitespace")
