@@ -75,10 +75,15 @@ def init(accelerator: Any, cfg: Any, tracker: Optional[str], config: dict[str, A
     if tracker == "wandb":
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         # group = model, job_type = method: the study's four runs sit side by side, filterable both ways
-        init_kwargs["wandb"] = {"name": run_name(cfg), "group": cfg.run_group or cfg.model_short_name,
+        name = run_name(cfg)
+        if os.environ.get("WANDB_SWEEP_ID") and not cfg.run_name:  # a sweep's trials share one config: tell them apart
+            name = f"{name}-{os.environ.get('WANDB_RUN_ID', '')}".rstrip("-")
+        init_kwargs["wandb"] = {"name": name, "group": cfg.run_group or cfg.model_short_name,
                                 "dir": cfg.output_dir, "job_type": cfg.method,
                                 "tags": [cfg.recipe, cfg.model_short_name, cfg.method]}
-    accelerator.init_trackers(cfg.project, config=_flat_config(config), init_kwargs=init_kwargs)
+    from .outputs import redact  # a token pasted into --run_name/--run_group must not reach the tracker
+
+    accelerator.init_trackers(redact(cfg.project), config=_flat_config(config), init_kwargs=redact(init_kwargs))
     if accelerator.is_main_process and tracker == "wandb":
         run = accelerator.get_tracker("wandb", unwrap=True)
         run_dir = Path(run.dir).parent  # run.dir is <...>/offline-run-<time>-<id>/files

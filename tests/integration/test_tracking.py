@@ -20,7 +20,7 @@ from tagtune import tracking
 from tagtune.errors import ConfigError, DataError
 from tagtune.wandb_offline import find_run_files, read_run
 
-TINY = ["--max_train_samples", "96", "--max_eval_samples", "48", "--logging_steps", "1"]
+TINY = ["--max_train_samples", "96", "--max_eval_samples", "48", "--logging_steps", "1", "--checkpoint_epoch_end", "false"]
 
 
 def _smoke_cls():
@@ -47,7 +47,7 @@ def wandb_run(tmp_path_factory):
     proc = accelerate_launch("recipes/smoke.py", ["--output_dir", str(out), "--report_to", "auto", "--method", "lora",
                                                   "--num_train_epochs", "2", "--max_train_samples", "128",
                                                   "--max_eval_samples", "48", "--logging_steps", "1",
-                                                  "--per_device_train_batch_size", "16"],
+                                                  "--per_device_train_batch_size", "16", "--checkpoint_epoch_end", "false"],
                              num_processes=2, cpu_ddp=True, timeout=400, WANDB_MODE="", WANDB_API_KEY="",
                              NETRC=str(empty_netrc), WANDB_CONFIG_DIR=str(root / "wandb_config"))
     files = find_run_files(root)
@@ -204,6 +204,15 @@ class _HidePackages:
                 return spec
         return None
 
+    def find_distributions(self, *args, **kwargs):  # importlib.metadata asks meta_path finders too
+        for f in self.finders:
+            if hasattr(f, "find_distributions"):
+                yield from f.find_distributions(*args, **kwargs)
+
+    def invalidate_caches(self) -> None:
+        for f in self.finders:
+            getattr(f, "invalidate_caches", lambda: None)()
+
 
 def _hide(monkeypatch, package: str) -> None:
     for mod in [m for m in sys.modules if m == package]:
@@ -250,3 +259,40 @@ def test_auto_picks_wandb_only_when_installed_and_online_only_when_logged_in(tmp
     assert tracking.resolve_report_to("none") is None
     with pytest.raises(ConfigError, match="not installed"):
         tracking.resolve_report_to("wandb")
+
+
+def test_sweep_config_launches_a_valid_recipe_command(tmp_path):
+    """Expand the example sweep exactly as `wandb agent` does, run its shell line with a stand-in
+    `accelerate`, and parse the resulting flags with the recipe: every swept field is a real field."""
+    import subprocess
+
+    import yaml
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    from tagtune.config import parse
+
+    sweep = yaml.safe_load((ROOT / "recipes" / "sweeps" / "bert_lora_lr_rank.yaml").read_text())
+    trial = {name: {"value": spec["values"][-1] if "values" in spec else spec["value"]}
+             for name, spec in sweep["parameters"].items()}
+    sweep_vars = sweep_utils.create_sweep_command_args({"args": trial})
+    sweep_vars["program"] = [sweep["program"]]
+    command = []
+    for c in sweep_utils.create_sweep_command(list(sweep["command"])):
+        command += sweep_vars.get(c[2:-1], []) if c.startswith("${") and c.endswith("}") else [c]
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "accelerate").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (shim / "accelerate").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "WANDB_SWEEP_ID": "sw1", "WANDB_RUN_ID": "run7"}
+    argv = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert argv[:2] == ["launch", "recipes/bert_lora.py"]
+    assert (ROOT / argv[1]).is_file()
+
+    spec = importlib.util.spec_from_file_location("bert_lora_recipe", ROOT / argv[1])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = parse(mod.BertLoRA, argv[2:])
+    assert cfg.output_dir == "outputs/sweeps/sw1/run7" and cfg.report_to == "wandb" and cfg.method == "lora"
+    for name, v in trial.items():
+        assert getattr(cfg, name) == v["value"], name
+    assert sweep["metric"]["name"] in tracking.run_summary({}, [{"epoch": 1, "accuracy": 0.5, "macro_f1": 0.4}])
