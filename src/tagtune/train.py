@@ -122,10 +122,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     kwargs: dict[str, Any] = dict(lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
-    if torch.cuda.is_available():
-        kwargs["fused"] = True  # one kernel for all parameters
-    else:
-        kwargs["foreach"] = True
+    # fused: one pass over each parameter (CUDA and, since torch 2.4, CPU); on 2 CPU cores it is ~4x
+    # faster than foreach for MiniLM (see README "Performance")
+    kwargs["fused"] = True
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), **kwargs)
 
 
@@ -145,34 +144,39 @@ MODEL_INPUTS = ("input_ids", "attention_mask")
 
 def evaluate(accelerator: Any, model: torch.nn.Module, loader: Any, features: Features, labels: list[str]) -> EvalResult:
     """One pass over the evaluation split; every word is scored exactly once across processes."""
+    from accelerate.utils import DistributedType
+
     model.eval()
-    keys, preds, golds, losses = [], [], [], []
-    with torch.no_grad():
+    # Every position stays on the device, flattened, until the split is done: no host sync, no
+    # collective per batch (one gather at the end). inference_mode, except under DeepSpeed, whose
+    # ZeRO-3 hooks would re-gather weights as inference tensors that training cannot use.
+    rows, losses = [], []
+    off = torch.no_grad() if accelerator.distributed_type == DistributedType.DEEPSPEED else torch.inference_mode()
+    with off:
         for batch in loader:
             logits = model(**{k: batch[k] for k in MODEL_INPUTS}).logits
             word_ids = batch["word_ids"]
-            scored = word_ids >= 0
-            gold = torch.where(scored, batch["labels"], torch.full_like(batch["labels"], -100))
+            gold = torch.where(word_ids >= 0, batch["labels"], -100)
             tok_loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), gold, ignore_index=-100, reduction="none")
             sent = batch["sent_ids"][:, None].expand_as(word_ids)
-            ints = torch.stack([sent, word_ids, gold, logits.argmax(-1)], dim=-1)
-            ints = accelerator.pad_across_processes(ints, dim=1, pad_index=-1)
-            tok_loss = accelerator.pad_across_processes(tok_loss, dim=1, pad_index=0.0)
-            ints, tok_loss = accelerator.gather_for_metrics((ints, tok_loss))
-            mask = ints[..., 1] >= 0
-            sel = ints[mask].cpu().numpy()
-            keys.append(sel[:, :2])
-            golds.append(sel[:, 2])
-            preds.append(sel[:, 3])
-            losses.append(tok_loss[mask].float().cpu().numpy())
+            rows.append(torch.stack([sent, word_ids, gold, logits.argmax(-1)], dim=-1).flatten(0, 1))
+            losses.append(tok_loss.flatten())
+        ints = torch.cat(rows) if rows else torch.zeros((0, 4), dtype=torch.long, device=accelerator.device)
+        tok_loss = torch.cat(losses) if losses else torch.zeros(0, device=accelerator.device)
+        if accelerator.num_processes > 1:
+            ints = accelerator.pad_across_processes(ints, dim=0, pad_index=-1)
+            tok_loss = accelerator.pad_across_processes(tok_loss, dim=0, pad_index=0.0)
+            ints, tok_loss = accelerator.gather((ints, tok_loss))
+        keep = ints[:, 1] >= 0
+        sel, loss_all = ints[keep].cpu().numpy(), tok_loss[keep].float().cpu().numpy()
     model.train()
-    keys_a = np.concatenate(keys) if keys else np.zeros((0, 2), dtype=np.int64)
-    # (sentence, word) keys are unique; a window padded in for even batches is dropped here
+    keys_a = sel[:, :2]
+    # (sentence, word) keys are unique; a window repeated to even out the last batch across processes is dropped here
     _, first = np.unique(keys_a, axis=0, return_index=True)
     order = first[np.lexsort((keys_a[first, 1], keys_a[first, 0]))]
     keys_a = keys_a[order]
-    gold_a, pred_a = np.concatenate(golds)[order], np.concatenate(preds)[order]
-    loss_a = np.concatenate(losses)[order]
+    gold_a, pred_a = sel[order, 2], sel[order, 3]
+    loss_a = loss_all[order]
     if len(keys_a) != features.num_words:
         raise RuntimeError(f"evaluation scored {len(keys_a)} words but the split has {features.num_words}")
     gold_s: list[list[str]] = []
