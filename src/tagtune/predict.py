@@ -171,15 +171,15 @@ class Tagger:
     >>> tags, scores = tagger.tag([["The", "cat", "sat"]], return_scores=True)
     """
 
-    model: torch.nn.Module
-    tokenizer: Any
+    model: torch.nn.Module = field(repr=False)
+    tokenizer: Any = field(repr=False)
     labels: list[str]
     max_length: Optional[int] = None
     stride: int = 32
     batch_size: int = 32
     model_dir: Optional[Path] = None
     is_adapter: bool = False
-    train_config: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: Optional[str] = "auto", dtype: str = "float32",

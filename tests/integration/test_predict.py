@@ -8,6 +8,7 @@ exactly what the adapter predicts.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def test_a_2000_word_sentence_gets_2000_tags(tagger, training_eval):
     assert accuracy >= 0.8, accuracy
 
 
-def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path):
+def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, monkeypatch):
     assert split_text("John's dog can't run. It costs 1,000 dollars!\n\n\"Really?\" she said...") == [
         ["John", "'s", "dog", "ca", "n't", "run", "."], ["It", "costs", "1,000", "dollars", "!"],
         ['"', "Really", "?", '"'], ["she", "said", "..."]]
@@ -179,6 +180,15 @@ def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path):
     assert [[row[1] for row in s] for s in sents] == tagger.tag(words)
     assert [[t for _, t, _ in s] for s in sents][0] == ["NNP", "POS", "NN", "MD", "VB", "IN", "NNP", "."]
     assert all(0.0 < float(row[2]) <= 1.0 for s in sents for row in s)
+
+    # stdin: JSON lines are recognised as pre-split words, anything else is raw text
+    for stdin, expected in (('["they", "walked", "slowly", "."]\n', [words[2]]), ("they walked slowly .\n", [words[2]]),
+                            ('{"words": ["they", "walked"], "id": 7}\n', [["they", "walked"]])):
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        assert run_cli("predict", "--model", smoke_run, "--input", "-", "--output", tmp_path / "o.jsonl") == 0
+        rows = read_jsonl(tmp_path / "o.jsonl")
+        assert [r["words"] for r in rows] == expected and [r["tags"] for r in rows] == tagger.tag(expected)
+    assert rows[0]["id"] == 7  # other fields pass through
 
 
 # ---- errors -----------------------------------------------------------------------------------
