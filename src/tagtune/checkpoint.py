@@ -360,3 +360,46 @@ class LossHealth:
                 fix="lower --learning_rate, add warmup (--warmup_ratio), keep --max_grad_norm > 0, or use bf16/fp32 "
                     "instead of fp16; then resume from the last good checkpoint with --resume_from_checkpoint PATH")
         return streak
+
+
+def weights_finite(accelerator: Any, model: torch.nn.Module) -> bool:
+    """All trainable weights finite on every process (ZeRO: each process checks its own shards).
+    One host sync per checkpoint, which is cheap beside writing it."""
+    local = [getattr(p, "ds_tensor", p).detach() for p in model.parameters() if p.requires_grad]
+    ok = torch.stack([torch.isfinite(t).all() for t in local]).all() if local else torch.tensor(True)
+    flag = torch.tensor([0.0 if bool(ok) else 1.0], device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() == 0
+
+
+class OverflowCounter:
+    """fp16 optimizer steps skipped by loss scaling, counted on the device (no per-step host sync).
+
+    A skipped step is read off the GradScaler's own update: its growth tracker restarts at 0 and
+    the scale does not grow (it backs off). That holds for fused optimizers too, whose kernel skips
+    the update itself, so Accelerate's ``optimizer_step_was_skipped`` stays False for them. Under
+    DeepSpeed fp16 the engine's own overflow flag is read.
+    """
+
+    def __init__(self, accelerator: Any) -> None:
+        self.accelerator = accelerator
+        self.count = torch.zeros(1, dtype=torch.long, device=accelerator.device)
+        self._before: Optional[torch.Tensor] = None
+
+    def before_step(self) -> None:
+        scaler = self.accelerator.scaler
+        scale = getattr(scaler, "_scale", None) if scaler is not None and scaler.is_enabled() else None
+        self._before = scale.clone() if scale is not None else None
+
+    def after_step(self) -> None:
+        if self._before is not None:
+            scaler = self.accelerator.scaler
+            skipped = (scaler._growth_tracker == 0) & ~(scaler._scale > self._before)
+            self.count += skipped.long().reshape(1)
+        elif self.accelerator.distributed_type.value == "DEEPSPEED" and self.accelerator.optimizer_step_was_skipped:
+            self.count += 1
+
+    def total(self) -> int:
+        """Every process sees the same overflows (gradients are all-reduced before the check), and a
+        resumed count sits on the main process only: the sum over processes / their number."""
+        acc = self.accelerator
+        return int(acc.reduce(self.count.clone(), reduction="sum").item()) // acc.num_processes

@@ -290,6 +290,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         if ds.get("gradient_clipping", "auto") == "auto":  # Accelerate would fill 1.0; DeepSpeed clips, not clip_grad_norm_
             ds["gradient_clipping"] = cfg.max_grad_norm
     model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, eval_dl, scheduler)
+    if resume_path is not None:  # before anything is written: a checkpoint that fails to load changes nothing
+        ckpt.load(accelerator, resume_path)  # weights, optimizer, schedule, scaler, RNG, accumulation counter
 
     run_config = redact({**cfg.to_dict(), **topology, **counts.as_dict(), "labels": corpus.labels,
                          "num_labels": len(corpus.labels), "eval_split_name": corpus.eval_split})
@@ -311,14 +313,14 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     seen, padded_slots = torch.zeros(2, dtype=torch.long, device=accelerator.device), 0  # real sub-tokens, scored words; padded
     epoch_loss = torch.zeros(2, device=accelerator.device)
     health = ckpt.LossHealth(accelerator.device)
-    totals = {"running": running, "seen": seen, "epoch_loss": epoch_loss, "loss_health": health.counts}
+    overflow = ckpt.OverflowCounter(accelerator)  # fp16 steps skipped by loss scaling
+    totals = {"running": running, "seen": seen, "epoch_loss": epoch_loss, "loss_health": health.counts,
+              "overflow": overflow.count}
     epoch_times: list[float] = []
     start_epoch, skip, result, last_ckpt = 0, 0, None, None
     if resume_path is not None:
-        ckpt.load(accelerator, resume_path)  # weights, optimizer, schedule, scaler, RNG, accumulation counter
         t = resume_meta["trainer"]
-        state.global_step, state.history, state.epochs, state.overflow_steps = \
-            t["global_step"], t["history"], t["epochs"], t["overflow_steps"]
+        state.global_step, state.history, state.epochs = t["global_step"], t["history"], t["epochs"]
         epoch_times, start_epoch, skip = t["epoch_times"], t["epoch"], t["batches_in_epoch"]
         ckpt.totals_from_json(accelerator, t["totals"], totals)
         padded_slots = t["padded_slots"] if accelerator.is_main_process else 0
@@ -328,15 +330,16 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     def save_checkpoint(epoch: int, batches: int) -> Optional[Path]:
         """A resumable checkpoint of this step boundary; none while the loss is NaN/inf (keep the last good one)."""
-        if health.check(accelerator, cfg.nonfinite_loss_patience, state.global_step, last_ckpt) > 0:
-            logger.warning("step %d: loss is NaN/inf, not saving a checkpoint over the last good one", state.global_step)
+        if health.check(accelerator, cfg.nonfinite_loss_patience, state.global_step, last_ckpt) > 0 \
+                or not ckpt.weights_finite(accelerator, model):
+            logger.warning("step %d: loss or weights NaN/inf, not saving a checkpoint over the last good one", state.global_step)
             return last_ckpt
         slots = int(accelerator.reduce(torch.tensor([padded_slots], device=accelerator.device), reduction="sum").item())
         meta = {**identity, "step": state.global_step, "tracker_run_id": ckpt.tracker_run_id(accelerator, tracker),
                 "config": redact(cfg.to_dict()),
                 "trainer": {"global_step": state.global_step, "epoch": epoch, "batches_in_epoch": batches,
                             "history": state.history, "epochs": state.epochs, "epoch_times": epoch_times,
-                            "overflow_steps": state.overflow_steps, "padded_slots": slots,
+                            "padded_slots": slots,
                             "totals": ckpt.totals_to_json(accelerator, totals)}}
         return ckpt.save(accelerator, cfg.output_dir, state.global_step, meta, cfg.save_total_limit)
 
@@ -371,7 +374,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                     grad_norm = None
                     if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    if accelerator.sync_gradients:
+                        overflow.before_step()
                     optimizer.step()
+                    if accelerator.sync_gradients:
+                        overflow.after_step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 batches += 1
@@ -384,8 +391,6 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 if not accelerator.sync_gradients:
                     continue
                 state.global_step += 1
-                if accelerator.optimizer_step_was_skipped:  # fp16 loss scaling found inf/NaN gradients
-                    state.overflow_steps += 1
                 bar.update(1)
                 if state.global_step % cfg.logging_steps == 0 or state.global_step == total_steps:
                     tot = accelerator.reduce(running, reduction="sum")
@@ -395,7 +400,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                            "tokens_per_second": tot[2].item() / max(now - window_t, 1e-9)}
                     if grad_norm is not None:
                         row["grad_norm"] = float(grad_norm)
-                    if accelerator.mixed_precision == "fp16":
+                    if accelerator.mixed_precision == "fp16" or accelerator.scaler is not None:
+                        state.overflow_steps = overflow.total()
                         row["overflow_steps"] = state.overflow_steps
                     state.history.append(row)
                     tracking.log(accelerator, tracker, {f"train/{k}": v for k, v in row.items() if k != "step"}, state.global_step)
@@ -455,7 +461,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         "skipped_empty_sentences": corpus.skipped_empty,
         "resumed_from": str(resume_path) if resume_path is not None else None,
         "last_checkpoint": str(last_ckpt) if last_ckpt is not None else None,
-        "overflow_steps": state.overflow_steps, "nonfinite_loss_steps": health.read(accelerator)[1],
+        "overflow_steps": overflow.total(),
+        "nonfinite_loss_steps": health.read(accelerator)[1],
         "epochs": [{k: v for k, v in e.items() if k != "per_tag"} for e in state.epochs],
     }
     if state.epochs and "accuracy" in state.epochs[-1]:
