@@ -166,9 +166,9 @@ class Tagger:
     """A trained token classifier with its tokenizer and the training window rule.
 
     >>> tagger = Tagger.load("outputs/smoke")
-    >>> tagger.tag([["The", "cat", "sat"]])
-    [['DT', 'NN', 'VBD']]
-    >>> tags, scores = tagger.tag([["The", "cat", "sat"]], return_scores=True)
+    >>> tagger.tag([["the", "cat", "saw", "John"]])
+    [['DT', 'NN', 'VBD', 'NNP']]
+    >>> tags, scores = tagger.tag([["the", "cat", "saw", "John"]], return_scores=True)
     """
 
     model: torch.nn.Module = field(repr=False)
