@@ -18,6 +18,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,7 +69,7 @@ class BenchSpec:
     torch_compile: bool = False
     dataloader_num_workers: int = 0
     threads: Optional[int] = None    # torch threads per worker process; default torch's own choice
-    tagtune_overrides: dict[str, Any] = field(default_factory=dict)  # ablations: TrainConfig fields for path (a)
+    ablation: Optional[str] = None   # path (a) with one optimisation switched off (see ABLATIONS)
 
 
 # ----------------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def verdict(r: dict[str, float], preset: str) -> dict[str, bool]:
+def verdict(r: dict[str, float]) -> dict[str, bool]:
     """The issue's CPU floors: >= 1.5x training sub-tokens/s, >= 2x evaluation, accuracy within 0.3 points."""
     return {"train_tokens_per_s >= 1.5x": r["train_tokens_per_s"] >= 1.5,
             "eval_words_per_s >= 2x": r["eval_words_per_s"] >= 2.0,
@@ -213,10 +214,28 @@ def _train_config(spec: BenchSpec, workdir: Path, **overrides: Any):
     return TrainConfig(**kw)
 
 
-def run_tagtune(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
-    from .train import run
+ABLATIONS = {  # name -> (TrainConfig overrides, what it switches off)
+    "no_length_grouping": ({"group_by_length": False}, "length-grouped batches (training) and length-sorted evaluation"),
+    "foreach_adamw": ({}, "fused AdamW (uses the foreach implementation instead)"),
+}
 
-    res = run(_train_config(spec, workdir, **spec.tagtune_overrides))
+
+def run_tagtune(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    from . import train
+
+    overrides = ABLATIONS[spec.ablation][0] if spec.ablation else {}
+    if spec.ablation == "foreach_adamw":
+        fused = train.make_optimizer
+
+        def make_optimizer(model, cfg):
+            opt = fused(model, cfg)
+            groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
+            return torch.optim.AdamW(groups, foreach=True)
+
+        train.make_optimizer = make_optimizer
+    res = train.run(_train_config(spec, workdir, **overrides))
     final = res["final"]
     return {"steps": res["global_steps"], "train_time_s": res["train_time_s"], "train_tokens": res["train_tokens"],
             "train_words": res["train_words"], "train_padded_tokens": res["train_padded_tokens"],
@@ -397,7 +416,10 @@ def roberta_base_shape(cache: Path) -> str:
     tmp = Path(tempfile.mkdtemp(prefix=".roberta-base-shape-", dir=cache))
     RobertaForMaskedLM(config).save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    os.replace(tmp, target) if not target.exists() else None
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process built it first; same seed, same weights
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 
@@ -484,17 +506,12 @@ def _order(names: list[str], repeats: int) -> list[str]:
     return out
 
 
-ABLATIONS = {  # name -> TrainConfig overrides for path (a): what one optimisation buys
-    "no_length_grouping": {"group_by_length": False},
-}
-
-
 def run_bench(spec: BenchSpec, out: Path, repeats: int = 1, ablations: tuple[str, ...] = (), command: str = "",
               peak_tflops: Optional[float] = None, timeout: int = 3600, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
     jobs = [(p, spec) for p in _order(list(PATHS), repeats)]
-    jobs += [(f"ablation-{name}", BenchSpec(**{**asdict(spec), "tagtune_overrides": ABLATIONS[name]})) for name in ablations]
+    jobs += [(f"ablation-{name}", BenchSpec(**{**asdict(spec), "ablation": name})) for name in ablations]
     abl: dict[str, dict[str, Any]] = {}
     for i, (name, s) in enumerate(jobs):
         path = "tagtune" if name.startswith("ablation-") else name
@@ -506,21 +523,31 @@ def run_bench(spec: BenchSpec, out: Path, repeats: int = 1, ablations: tuple[str
             abl[name.split("-", 1)[1]] = r
         else:
             runs[name].append(r)
-    a, b = combine(runs["tagtune"]), combine(runs["baseline"])
-    r = ratios(a, b)
+    report = assemble(spec, runs, abl, command, peak_tflops)
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    (out / "bench.md").write_text(markdown(report))
+    return report
+
+
+def assemble(spec: BenchSpec, runs: dict[str, list[dict[str, Any]]], abl: dict[str, dict[str, Any]], command: str = "",
+             peak_tflops: Optional[float] = None) -> dict[str, Any]:
+    """Runs of both paths -> the report: medians, ratios, CPU floors or GPU MFU, versions."""
     import accelerate
     import torch
     import transformers
 
+    a, b = combine(runs["tagtune"]), combine(runs["baseline"])
+    r = ratios(a, b)
+    on_gpu = a.get("device", "cpu") != "cpu"
     report: dict[str, Any] = {
         "spec": asdict(spec), "command": command, "model_name": Path(spec.model).name, "tagtune": a, "baseline": b, "ratios": r,
         "runs": runs, "ablations": abl,
         "data_name": (spec.dataset_name or f"{Path(spec.train_file).name} -> {Path(spec.validation_file).name} ({spec.conllu_tag_column})"),
-        "environment": {"date": time.strftime("%Y-%m-%d"), "device": a.get("device", "cpu") if a.get("device") != "cpu" else
-                        f"CPU, {os.cpu_count()} cores", "torch": torch.__version__, "transformers": transformers.__version__,
+        "environment": {"date": time.strftime("%Y-%m-%d"), "device": a["device"] if on_gpu else f"CPU, {os.cpu_count()} cores",
+                        "torch": torch.__version__, "transformers": transformers.__version__,
                         "accelerate": accelerate.__version__, "threads": a.get("torch_threads"), "python": sys.version.split()[0]},
     }
-    if a.get("device", "cpu") != "cpu":
+    if on_gpu:
         peak, used = peak_flops(a["device"], spec.precision, peak_tflops)
         if peak:
             report["mfu"] = {"tagtune": mfu(a["params"], a["train_tokens_per_s"], peak),
@@ -528,9 +555,7 @@ def run_bench(spec: BenchSpec, out: Path, repeats: int = 1, ablations: tuple[str
         else:
             report["mfu"] = {"tagtune": None, "baseline": None, "peak_used": used, "peak_flops": None}
     else:
-        report["floors"] = verdict(r, spec.preset)
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    (out / "bench.md").write_text(markdown(report))
+        report["floors"] = verdict(r)
     return report
 
 

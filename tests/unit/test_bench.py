@@ -1,0 +1,115 @@
+"""tagtune bench: the arithmetic (rates from counts, ratios, CPU floors, MFU and the peak it names) on
+hand-made numbers, and one short run of both paths (synthetic model and data, 3 steps each, each in
+its own process) whose counts match the data and whose JSON and Markdown agree. Nothing here is
+timed: speed is what the benchmark itself reports. ~30 s, nearly all of it the two worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tagtune import bench
+from tagtune.errors import ConfigError
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def raw(**kw):
+    base = dict(steps=3, train_time_s=2.0, train_tokens=800, train_words=500, train_padded_tokens=1000, eval_time_s=4.0,
+                eval_words=1000, accuracy=0.9, params=1000, peak_memory_bytes=2**30, device="cpu", torch_threads=2)
+    return {**base, **kw}
+
+
+def test_rates_count_real_sub_tokens_not_padding():
+    r = bench.rates(raw())
+    assert r["train_tokens_per_s"] == 400 and r["train_words_per_s"] == 250
+    assert r["padding_fraction"] == pytest.approx(0.2)
+    assert r["eval_words_per_s"] == 250
+
+
+def test_ratios_and_cpu_floors():
+    base = bench.rates(raw(train_time_s=2.0, eval_time_s=2.5, accuracy=0.902))
+    fast = bench.ratios(bench.rates(raw(train_time_s=1.0, eval_time_s=1.0, accuracy=0.900)), base)
+    assert fast["train_tokens_per_s"] == pytest.approx(2.0) and fast["eval_words_per_s"] == pytest.approx(2.5)
+    assert fast["accuracy_points"] == pytest.approx(-0.2)
+    assert all(bench.verdict(fast).values())
+    slow = bench.verdict(bench.ratios(bench.rates(raw(train_time_s=1.5, eval_time_s=1.3, accuracy=0.895)), base))
+    assert list(slow.values()) == [False, False, False]  # 1.33x, 1.92x, -0.7 points
+
+
+def test_peak_flops_table_and_mfu():
+    assert bench.peak_flops(H100, "bf16")[0] == 989e12 and "H100 SXM" in bench.peak_flops(H100, "bf16")[1]
+    assert bench.peak_flops("NVIDIA H100 PCIe", "bf16")[0] == 756e12
+    assert bench.peak_flops("NVIDIA H200", "bf16")[0] == 989e12
+    assert bench.peak_flops("NVIDIA A100-SXM4-80GB", "bf16")[0] == 312e12
+    assert bench.peak_flops("Tesla T4", "fp16")[0] == 65e12
+    peak, why = bench.peak_flops("Tesla T4", "bf16")
+    assert peak is None and "--peak_tflops" in why
+    assert bench.peak_flops("Some GPU", "bf16", override_tflops=100.0)[0] == 1e14
+    assert bench.mfu(125_000_000, 400_000, 989e12) == pytest.approx(6 * 125e6 * 4e5 / 989e12)
+
+
+def test_repeats_alternate_and_report_medians():
+    assert bench._order(["tagtune", "baseline"], 3) == ["baseline", "tagtune", "tagtune", "baseline", "baseline", "tagtune"]
+    row = bench.combine([bench.rates(raw(train_time_s=t)) for t in (1.0, 4.0, 2.0)])
+    assert row["train_time_s"] == 2.0 and row["train_tokens_per_s"] == 400 and row["repeats"] == 3
+
+
+def test_gpu_report_prints_mfu_and_the_peak_it_used():
+    spec = bench.BenchSpec(preset="gpu", model="cache/roberta-base-shape-v1", dataset_name="synthetic:pos", precision="bf16")
+    gpu = dict(device=H100, params=125_000_000, train_time_s=10.0)
+    runs = {"tagtune": [bench.rates(raw(train_tokens=4_000_000, **gpu))], "baseline": [bench.rates(raw(train_tokens=1_000_000, **gpu))]}
+    rep = bench.assemble(spec, runs, {}, "tagtune bench --preset gpu")
+    expected = 6 * 125e6 * 4e5 / 989e12
+    assert rep["mfu"]["tagtune"] == pytest.approx(expected) and rep["mfu"]["baseline"] == pytest.approx(expected / 4)
+    md = bench.markdown(rep)
+    assert "989 TFLOPS (H100 SXM dense bf16/fp16)" in md and f"{100 * expected:.1f}%" in md and "floors" not in rep
+
+
+def test_bad_data_dir_and_gpu_preset_without_gpu(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        bench.ewt_files(str(tmp_path))
+    assert "en_ewt-ud-train.conllu" in str(err.value) and "--data_dir" in str(err.value)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="needs a CUDA device"):
+            bench.main(["--preset", "gpu", "--dataset", "synthetic:pos", "--out", str(tmp_path / "x")])
+        assert not (tmp_path / "x").exists()
+
+
+def test_both_paths_run_and_the_report_matches_the_data(tmp_path, synthetic_bert):
+    from tagtune.features import LengthGroupedBatchSampler, build_features, load_tokenizer
+    from tagtune.synthetic import generate_splits
+
+    spec = bench.BenchSpec(preset="cpu", model="synthetic:bert", dataset_name="synthetic:pos", max_steps=3, max_eval_samples=40,
+                           train_batch_size=16, eval_batch_size=16, learning_rate=1e-3, logging_steps=1, threads=1)
+    bench.run_bench(spec, tmp_path, command="test", log=lambda *_: None)
+    js = json.loads((tmp_path / "bench.json").read_text())
+    md = (tmp_path / "bench.md").read_text()
+
+    splits = generate_splits("pos")
+    eval_words = sum(len(w) for w, _ in splits["validation"][:40])
+    for path in ("tagtune", "baseline"):
+        r = js[path]
+        assert r["steps"] == 3 and r["eval_words"] == eval_words, (path, r)
+        assert 0 < r["train_words"] < r["train_tokens"] <= r["train_padded_tokens"]  # [CLS]/[SEP] are real, unscored tokens
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["peak_memory_bytes"] > 100 * 2**20
+        assert (tmp_path / f"{'01' if path == 'tagtune' else '00'}-{path}" / "log.txt").is_file()  # its own process
+
+    # tagtune's words are exactly those of the sentences its first 3 length-grouped batches hold
+    train = splits["train"]
+    tok = load_tokenizer(synthetic_bert)
+    feats = build_features([w for w, _ in train], None, tok)
+    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=spec.seed))[:3]
+    assert js["tagtune"]["train_words"] == sum(len(train[i][0]) for b in batches for i in b)
+    assert js["tagtune"]["train_tokens"] == sum(feats.lengths[i] for b in batches for i in b)
+    # length grouping: less padding than the Trainer's random batches
+    assert js["tagtune"]["padding_fraction"] < js["baseline"]["padding_fraction"]
+
+    ratio = js["tagtune"]["train_tokens_per_s"] / js["baseline"]["train_tokens_per_s"]
+    assert js["ratios"]["train_tokens_per_s"] == pytest.approx(ratio)
+    assert f"| training sub-tokens/s (real, no padding) | {js['tagtune']['train_tokens_per_s']:,.0f} |" in md
+    assert f"{ratio:.2f}x" in md and "CPU floors:" in md
