@@ -151,11 +151,13 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
     if meta["zero_stage"] != current["zero_stage"]:
         raise CheckpointError(f"checkpoint has ZeRO stage {meta['zero_stage']}, this launch {current['zero_stage']}",
                               where=where, fix=f"launch with the checkpoint's DeepSpeed configuration, {fresh}")
-    for key in ("global_batch_size", "gradient_accumulation_steps", "total_steps"):
-        if meta[key] != current[key]:
-            raise CheckpointError(f"{key} differs from the checkpoint's: {meta[key]} there, {current[key]} now; the "
-                                  "position in the epoch and the learning-rate schedule would no longer match",
-                                  where=where, fix=f"resume with the same batch size, accumulation and epochs/max_steps, {fresh}")
+    for key in ("global_batch_size", "gradient_accumulation_steps", "total_steps", "seed", "group_by_length"):
+        if meta.get(key) != current.get(key):
+            raise CheckpointError(f"{key} differs from the checkpoint's: {meta.get(key)} there, {current.get(key)} now; "
+                                  "the batch order, the position in the epoch or the learning-rate schedule would no "
+                                  "longer match", where=where,
+                                  fix=f"resume with the same batch size, accumulation, epochs/max_steps, seed and "
+                                      f"group_by_length, {fresh}")
     if meta["data_fingerprint"] != current["data_fingerprint"]:
         raise CheckpointError("training data (after tokenisation) differs from the checkpoint's",
                               where=where, fix=f"resume with the same training files, tokenizer, max_length and stride, {fresh}")

@@ -262,7 +262,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     identity = {"labels": corpus.labels, "model_name_or_path": cfg.model_name_or_path, "method": cfg.method,
                 "lora": [cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules] if cfg.method == "lora" else None,
                 "world_size": n, "distributed_type": accelerator.distributed_type.value, "zero_stage": zero_stage,
-                "mixed_precision": accelerator.mixed_precision, "seed": cfg.seed,
+                "mixed_precision": accelerator.mixed_precision, "seed": cfg.seed, "group_by_length": cfg.group_by_length,
                 "global_batch_size": cfg.per_device_train_batch_size * n,
                 "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
                 "data_fingerprint": ckpt.data_fingerprint(train_f.input_ids)}

@@ -116,7 +116,7 @@ def test_output_dir_holding_another_run_is_refused_and_untouched(tmp_path, capsy
 def _meta(**kw):
     base = {"format_version": 1, "labels": ["DT", "NN"], "model_name_or_path": "bert-base-cased", "method": "full",
             "lora": None, "world_size": 2, "zero_stage": 0, "global_batch_size": 32, "gradient_accumulation_steps": 1,
-            "total_steps": 100, "data_fingerprint": "abc"}
+            "total_steps": 100, "seed": 42, "group_by_length": True, "data_fingerprint": "abc"}
     base.update(kw)
     return base
 
@@ -126,6 +126,7 @@ def _meta(**kw):
     ({"model_name_or_path": "roberta-base"}, "model_name_or_path differs from the checkpoint's: 'bert-base-cased' there, 'roberta-base' now"),
     ({"world_size": 1, "zero_stage": 3}, "zero_to_fp32.py"),
     ({"data_fingerprint": "def"}, "training data (after tokenisation) differs"),
+    ({"seed": 7}, "seed differs from the checkpoint's: 42 there, 7 now"),
 ])
 def test_resume_mismatch_messages(tmp_path, changed, expect):
     meta = _meta(**({"zero_stage": 3} if "zero_stage" in changed else {}))
