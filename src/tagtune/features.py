@@ -13,6 +13,7 @@ nothing is counted twice.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
@@ -113,6 +114,7 @@ def build_features(
     getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
     unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
     out = Features([], [], [], [], 0)
+    clipped = 0  # words with more sub-tokens than a window holds
     for lo in range(0, len(sentences), batch_size):
         chunk = [list(s) for s in sentences[lo: lo + batch_size]]
         enc = tokenizer(chunk, is_split_into_words=True, add_special_tokens=False)
@@ -124,6 +126,7 @@ def build_features(
             for tok_id, w in zip(ids, enc.word_ids(j)):
                 if w is not None:
                     per_word[w].append(tok_id)
+            clipped += sum(len(p) > budget for p in per_word)
             per_word = [(p or [unk])[:budget] for p in per_word]
             y = [label2id[t] for t in tags[sid]] if tags is not None and label2id is not None else None
             out.num_words += len(words)
@@ -145,6 +148,10 @@ def build_features(
                 out.labels.append(labels)
                 out.word_ids.append(word_ids)
                 out.sent_ids.append(sid)
+    if clipped:  # still one prediction per word (its first sub-token), but say what was cut
+        logging.getLogger("tagtune").warning(
+            "%d word(s) have more than %d sub-tokens (max_length %d minus special tokens); each keeps its first %d "
+            "and is still predicted once: raise --max_length to keep them whole", clipped, budget, limit, budget)
     return out
 
 

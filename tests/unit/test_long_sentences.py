@@ -81,3 +81,12 @@ def test_two_thousand_word_sentence_train_and_eval_counts_every_word(tmp_path):
     assert results["train_words"] == sum(len(w) for w, _ in train)  # every training word trained on once
     preds = [json.loads(x) for x in (out / "eval_predictions.jsonl").read_text().splitlines()]
     assert [len(p["tags"]) for p in preds] == [len(w) for w, _ in dev]
+
+
+def test_a_word_longer_than_a_window_is_kept_once_and_reported(synthetic_bert, caplog):
+    tok = load_tokenizer(synthetic_bert)
+    word = "unbelievable" * 3  # 36 sub-tokens here: far more sub-tokens than max_length 8 leaves room for
+    f = build_features([["the", word, "."]], [["DT", "NN", "."]], tok, {"DT": 0, "NN": 1, ".": 2}, max_length=8, stride=1)
+    assert sorted(w for ws in f.word_ids for w in ws if w >= 0) == [0, 1, 2]
+    assert all(len(ids) <= 8 for ids in f.input_ids)
+    assert "1 word(s) have more than 6 sub-tokens" in caplog.text
