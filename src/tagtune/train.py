@@ -78,10 +78,11 @@ def make_accelerator(cfg: TrainConfig, tracker: Optional[str]):
         kwargs_handlers=handlers,
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and accelerator.num_processes != world:
+    # both happen on CPU: Accelerate sees 1 process, or 2 with distributed type NO (no gradient sync)
+    if world > 1 and (accelerator.num_processes != world or accelerator.distributed_type == DistributedType.NO):
         raise ConfigError(
             f"launched {world} processes but Accelerate sees {accelerator.num_processes} "
-            f"(distributed type {accelerator.distributed_type.value}): each would train alone",
+            f"with distributed type {accelerator.distributed_type.value}: each would train alone",
             where="launch command",
             fix="on CPU set ACCELERATE_USE_CPU=1 for DDP (not with DeepSpeed); see README 'Scaling out'",
         )
@@ -116,8 +117,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        ndim = len(getattr(p, "ds_shape", p.shape))  # ZeRO-3 init leaves every weight an empty 1-D shard
+        (no_decay if ndim < 2 or name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    # DeepSpeed drops empty groups, which would leave the LR schedule with one group too many
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
