@@ -74,7 +74,8 @@ def make_accelerator(cfg: TrainConfig, tracker: Optional[str]):
         log_with=tracker,
         project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, "tb")),
         # each global batch is split across processes: same data per step at any world size
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # non_blocking: batches come from pinned memory on CUDA, so the copy overlaps the previous step
+        dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=torch.cuda.is_available()),
         kwargs_handlers=handlers,
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
