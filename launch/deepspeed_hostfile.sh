@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
     --offload) OFFLOAD=1; shift;;
     --mixed_precision) MP="$2"; shift 2;;
     --port) PORT="$2"; shift 2;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0;;
     *) break;;
   esac
 done

@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --gpus) GPUS="$2"; shift 2;;
     --out) OUT="$2"; shift 2;;
     --allow-cpu) ALLOW_CPU=1; shift;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0;;
     *) die "unknown option '$1' (see --help)";;
   esac
 done

@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
     --zero) ZERO="$2"; shift 2;;
     --offload) OFFLOAD=1; shift;;
     --mixed_precision) MP="$2"; shift 2;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0;;
     *) break;;
   esac
 done

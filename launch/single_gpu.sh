@@ -10,7 +10,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1; shift;;
     --mixed_precision) MP="$2"; shift 2;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0;;
     *) break;;
   esac
 done

@@ -15,7 +15,7 @@ set -euo pipefail
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1; shift;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0;;
     *) break;;
   esac
 done
