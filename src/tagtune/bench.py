@@ -293,20 +293,20 @@ def run_baseline(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
     model = AutoModelForTokenClassification.from_pretrained(
         model_path, num_labels=len(label_list), id2label=dict(enumerate(label_list)), label2id=label_to_id)
 
-    class CountingCollator(DataCollatorForTokenClassification):
-        # counts what training batches hold, on the host, as the batch is built: no device sync
-        def __call__(self, features, return_tensors=None):
-            batch = super().__call__(features, return_tensors)
-            if self.counting:
-                m = batch["attention_mask"]
-                self.counts[0] += int(m.sum())
-                self.counts[1] += int((batch["labels"] != -100).sum())
-                self.counts[2] += m.numel()
-            return batch
+    seen: dict[str, Any] = {"real_words": None, "padded": 0}
+
+    class CountingTrainer(Trainer):
+        # what each training batch holds, summed on the device as tagtune does (no host sync per step);
+        # counted here, not in the collator, which may run in loader worker processes
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            m = inputs["attention_mask"]
+            step = torch.stack([m.sum(), (inputs["labels"] != -100).sum()])
+            seen["real_words"] = step if seen["real_words"] is None else seen["real_words"] + step
+            seen["padded"] += m.numel()
+            return super().training_step(model, inputs, num_items_in_batch)
 
     cuda = torch.cuda.is_available()
-    collator = CountingCollator(tokenizer, pad_to_multiple_of=8 if spec.precision in ("fp16", "bf16") else None)
-    collator.counting, collator.counts = True, [0, 0, 0]
+    collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if spec.precision in ("fp16", "bf16") else None)
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -340,16 +340,16 @@ def run_baseline(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
         dataloader_num_workers=spec.dataloader_num_workers, torch_compile=spec.torch_compile,
     )
     clock = Clock()
-    trainer = Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer,
+    trainer = CountingTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer,
                       data_collator=collator, compute_metrics=compute_metrics, callbacks=[clock])
     out = trainer.train()
-    collator.counting = False
+    train_tokens, train_words = (int(v) for v in seen["real_words"].tolist())
     t = time.perf_counter()
     metrics = trainer.evaluate()
     eval_time = time.perf_counter() - t
     eval_words = sum(sum(1 for v in row if v != -100) for row in eval_dataset["labels"])
-    return {"steps": out.global_step, "train_time_s": clock.t1 - clock.t0, "train_tokens": collator.counts[0],
-            "train_words": collator.counts[1], "train_padded_tokens": collator.counts[2], "eval_time_s": eval_time,
+    return {"steps": out.global_step, "train_time_s": clock.t1 - clock.t0, "train_tokens": train_tokens,
+            "train_words": train_words, "train_padded_tokens": seen["padded"], "eval_time_s": eval_time,
             "eval_words": eval_words, "accuracy": metrics["eval_accuracy"],
             "params": sum(p.numel() for p in model.parameters())}
 
@@ -564,7 +564,7 @@ def assemble(spec: BenchSpec, runs: dict[str, list[dict[str, Any]]], abl: dict[s
                              "baseline": mfu(b["params"], b["train_tokens_per_s"], peak), "peak_used": used, "peak_flops": peak}
         else:
             report["mfu"] = {"tagtune": None, "baseline": None, "peak_used": used, "peak_flops": None}
-    else:
+    elif spec.preset == "cpu":
         report["floors"] = verdict(r)
     return report
 
