@@ -230,8 +230,8 @@ def run_tagtune(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
     if spec.ablation == "foreach_adamw":
         fused = train.make_optimizer
 
-        def make_optimizer(model, cfg):
-            opt = fused(model, cfg)
+        def make_optimizer(model, cfg, **kw):
+            opt = fused(model, cfg, **kw)
             groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
             return torch.optim.AdamW(groups, foreach=True)
 

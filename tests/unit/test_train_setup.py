@@ -56,3 +56,7 @@ def test_no_decay_on_bias_and_layernorm():
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
     opt = make_optimizer(model, TrainConfig(dataset_name="synthetic:pos", learning_rate=3e-4))
     assert opt.param_groups[0]["lr"] == 3e-4
+    assert opt.defaults["fused"] and not opt.defaults["foreach"]
+    # under fp16 loss scaling Accelerate must see skipped steps, which a fused AdamW hides
+    scaled = make_optimizer(model, TrainConfig(dataset_name="synthetic:pos"), loss_scaling=True)
+    assert scaled.defaults["foreach"] and not scaled.defaults["fused"]
