@@ -83,10 +83,8 @@ def synthetic_roberta() -> str:
     return synthetic_model_path("synthetic:roberta")
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
-    """One smoke training (synthetic BERT, 4 epochs, ~10 s) shared by tests that need a trained model."""
-    out = tmp_path_factory.mktemp("smoke_run")
+def train_smoke(out: Path, *args: str) -> Path:
+    """Train recipes/smoke.py in-process into ``out`` with extra CLI overrides."""
     from tagtune import main
 
     sys.path.insert(0, str(ROOT / "recipes"))
@@ -94,8 +92,14 @@ def smoke_run(tmp_path_factory) -> Path:
         from smoke import Smoke
     finally:
         sys.path.pop(0)
-    main(Smoke, ["--output_dir", str(out), "--overwrite_output_dir", "true", "--report_to", "none"])
+    main(Smoke, ["--output_dir", str(out), "--overwrite_output_dir", "true", "--report_to", "none", *args])
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One smoke training (synthetic BERT, 4 epochs, ~10 s) shared by tests that need a trained model."""
+    return train_smoke(tmp_path_factory.mktemp("smoke_run"))
 
 
 def pytest_configure(config):

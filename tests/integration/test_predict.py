@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_json, subprocess_env
+from conftest import ROOT, read_json, subprocess_env, train_smoke
 from tagtune import cli
 from tagtune.errors import DataError
 from tagtune.predict import Tagger, split_text
@@ -52,18 +52,8 @@ def training_eval(smoke_run) -> list[dict]:
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory) -> Path:
     """A tiny LoRA adapter on the synthetic RoBERTa (byte-level BPE: add_prefix_space path), ~5 s."""
-    out = tmp_path_factory.mktemp("lora_run")
-    from tagtune import main
-
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        from smoke import Smoke
-    finally:
-        sys.path.pop(0)
-    main(Smoke, ["--output_dir", str(out), "--overwrite_output_dir", "true", "--report_to", "none",
-                 "--method", "lora", "--model_name_or_path", "synthetic:roberta", "--max_steps", "30",
-                 "--learning_rate", "2e-2", "--max_train_samples", "960", "--max_eval_samples", "100"])
-    return out
+    return train_smoke(tmp_path_factory.mktemp("lora_run"), "--method", "lora", "--model_name_or_path", "synthetic:roberta",
+                       "--max_steps", "30", "--learning_rate", "2e-2", "--max_train_samples", "960", "--max_eval_samples", "100")
 
 
 def run_cli(*args: str) -> int:
