@@ -213,5 +213,6 @@ def _tensorboard_final(accelerator: Any, figure: Any, per_tag: Optional[dict[str
 
 
 def finish(accelerator: Any, tracker: Optional[str]) -> None:
-    if tracker is not None:
-        accelerator.end_training()
+    # Always: besides closing trackers, end_training tears down the process group; leaving it
+    # to interpreter exit sometimes aborted DeepSpeed ranks after all outputs were written.
+    accelerator.end_training()
