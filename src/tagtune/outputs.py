@@ -142,5 +142,10 @@ def write_epoch_outputs(out: str, epochs: list[dict[str, Any]]) -> None:
         atomic_write_text(out_p / "per_tag.md", markdown_table(PER_TAG_HEADER, [[str(c) for c in r] for r in rows]))
 
 
+def write_history(out: str, history: list[dict[str, Any]]) -> None:
+    """history.jsonl: one row per logged optimizer step."""
+    atomic_write_text(Path(out) / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
 def dir_size(path: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -29,7 +29,7 @@ from .features import Collator, FeatureDataset, Features, LengthGroupedBatchSamp
 from .metrics import compute_metrics, confusion, label_distribution
 from .modeling import build_model, count_parameters, resolve_model_path
 from .outputs import (RUN_MARKER, atomic_write_json, atomic_write_text, check_output_dir, dir_size,
-                      epoch_table_text, redact, write_epoch_outputs)
+                      epoch_table_text, redact, write_epoch_outputs, write_history)
 
 logger = logging.getLogger("tagtune")
 
@@ -353,7 +353,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     def preempted(path: Optional[Path]) -> ckpt.Preempted:
         bar.close()
         if accelerator.is_main_process:
-            atomic_write_text(Path(cfg.output_dir) / "history.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
+            write_history(cfg.output_dir, state.history)
         tracking.finish(accelerator, tracker)
         return ckpt.Preempted(stop.received or "signal", path)
 
@@ -482,7 +482,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.save_model and accelerator.is_main_process:
         results["model_size_bytes"] = dir_size(model_dir)
     if accelerator.is_main_process:
-        atomic_write_text(Path(cfg.output_dir) / "history.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
+        write_history(cfg.output_dir, state.history)
         atomic_write_json(Path(cfg.output_dir) / "results.json", results)
         if "confusion_matrix" in results:  # last evaluation word for word; `tagtune evaluate` writes the same format
             atomic_write_text(Path(cfg.output_dir) / "eval_predictions.jsonl", "".join(
