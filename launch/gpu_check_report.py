@@ -23,20 +23,30 @@ def summarize(run: Path) -> dict[str, Any]:
     train_s = res.get("train_time_s") or sum(res["epoch_times_s"])
     final = res.get("final", {})
     return {
-        "run": run.name, "recipe": res["recipe"], "model": res["model"], "method": res["method"],
-        "num_processes": res["num_processes"], "distributed_type": res["distributed_type"],
-        "mixed_precision": res["mixed_precision"], "device": res["device"],
-        "optimizer_steps": res["global_steps"], "global_batch": global_batch,
+        "run": run.name,
+        "recipe": res["recipe"],
+        "model": res["model"],
+        "method": res["method"],
+        "num_processes": res["num_processes"],
+        "distributed_type": res["distributed_type"],
+        "mixed_precision": res["mixed_precision"],
+        "device": res["device"],
+        "optimizer_steps": res["global_steps"],
+        "global_batch": global_batch,
         "train_time_s": train_s,
         "samples_per_second": res["global_steps"] * global_batch / train_s if train_s else None,
         "tokens_per_second": res["train_tokens"] / train_s if train_s and "train_tokens" in res else None,
-        "peak_memory_bytes": res["peak_memory_bytes"], "peak_memory_gib": res["peak_memory_bytes"] / 1024 ** 3,
+        "peak_memory_bytes": res["peak_memory_bytes"],
+        "peak_memory_gib": res["peak_memory_bytes"] / 1024**3,
         "peak_memory_kind": res["peak_memory_kind"],
         "first_train_loss": hist[0]["train_loss"] if hist else None,
         "last_train_loss": hist[-1]["train_loss"] if hist else None,
-        "eval_loss": final.get("eval_loss"), "accuracy": final.get("accuracy"),
-        "overflow_steps": res.get("overflow_steps"), "wall_time_s": res["wall_time_s"],
-        "trainable_params": res["trainable_params"], "unique_params": res["unique_params"],
+        "eval_loss": final.get("eval_loss"),
+        "accuracy": final.get("accuracy"),
+        "overflow_steps": res.get("overflow_steps"),
+        "wall_time_s": res["wall_time_s"],
+        "trainable_params": res["trainable_params"],
+        "unique_params": res["unique_params"],
     }
 
 
@@ -57,8 +67,11 @@ def device_info() -> dict[str, Any]:
 
 def main(out: Path) -> dict[str, Any]:
     runs = sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
-    report = {"device": device_info(), "runs": [summarize(r) for r in runs if (r / "results.json").is_file()],
-              "failed": [r.name for r in runs if not (r / "results.json").is_file()]}
+    report = {
+        "device": device_info(),
+        "runs": [summarize(r) for r in runs if (r / "results.json").is_file()],
+        "failed": [r.name for r in runs if not (r / "results.json").is_file()],
+    }
     text = json.dumps(report, indent=2)
     if out.is_dir():
         (out / "gpu_check.json").write_text(text + "\n")

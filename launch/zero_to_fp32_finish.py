@@ -26,7 +26,9 @@ def main(ckpt: Path, out: Path) -> None:
     meta = json.loads((ckpt / "tagtune_checkpoint.json").read_text())
     labels = meta["labels"]
     base = resolve_model_path(meta["model_name_or_path"])
-    maps = dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={t: i for i, t in enumerate(labels)})
+    maps = dict(
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={t: i for i, t in enumerate(labels)}
+    )
     weights_files = sorted(out.glob("model*.safetensors"))
     if not weights_files:
         raise SystemExit(f"{out} holds no model*.safetensors: run python -m deepspeed.utils.zero_to_fp32 first")
@@ -38,12 +40,16 @@ def main(ckpt: Path, out: Path) -> None:
         from peft import LoraConfig, TaskType, get_peft_model
 
         r, alpha, targets = meta["lora"]
-        model = get_peft_model(model, LoraConfig(task_type=TaskType.TOKEN_CLS, r=r, lora_alpha=alpha, target_modules=targets))
+        model = get_peft_model(
+            model, LoraConfig(task_type=TaskType.TOKEN_CLS, r=r, lora_alpha=alpha, target_modules=targets)
+        )
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     # peft keeps the untrained copy of the classifier beside the trained one: it is not in a ZeRO checkpoint's trainables
     missing = [k for k in missing if ".original_module." not in k]
     if missing or unexpected:
-        raise SystemExit(f"weights do not fit {base} ({meta['method']}): missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise SystemExit(
+            f"weights do not fit {base} ({meta['method']}): missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     if meta["method"] == "lora":
         model = model.merge_and_unload()
     for f in weights_files:
@@ -51,7 +57,9 @@ def main(ckpt: Path, out: Path) -> None:
     (out / "model.safetensors.index.json").unlink(missing_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     load_tokenizer(base, False).save_pretrained(out)
-    print(f"wrote a plain {type(model).__name__} to {out} ({len(labels)} labels, {meta['method']} run, step {meta['step']})")
+    print(
+        f"wrote a plain {type(model).__name__} to {out} ({len(labels)} labels, {meta['method']} run, step {meta['step']})"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Launch:  accelerate launch recipes/roberta_lora.py [--any_field value ...]    (--help lists every field)
 Study setup: lr 5e-5, batch 16, 3 epochs, weight decay 0.01, validation = test split; starts from the pretrained checkpoint.
 """
+
 from dataclasses import dataclass
 from typing import Optional
 

@@ -4,6 +4,7 @@ sentences the project generates itself. No network; under a minute on 2 CPU core
 
 Launch:  accelerate launch recipes/smoke.py [--any_field value ...]
 """
+
 from dataclasses import dataclass
 from typing import Optional
 

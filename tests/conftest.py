@@ -39,7 +39,11 @@ def free_port() -> int:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))
+    }
     env.update(OFFLINE_ENV)
     env.update(extra)
     return env
@@ -47,17 +51,41 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def run_cmd(cmd: list[str], timeout: int = 600, **env_extra: str) -> subprocess.CompletedProcess:
     """Run a command; on failure show its output in the assertion message."""
-    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(**env_extra), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=subprocess_env(**env_extra), capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
-        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
-def accelerate_launch(script: str, args: list[str], num_processes: int = 1, cpu_ddp: bool = False,
-                      extra_launch: list[str] | None = None, timeout: int = 600, **env_extra: str) -> subprocess.CompletedProcess:
+def accelerate_launch(
+    script: str,
+    args: list[str],
+    num_processes: int = 1,
+    cpu_ddp: bool = False,
+    extra_launch: list[str] | None = None,
+    timeout: int = 600,
+    **env_extra: str,
+) -> subprocess.CompletedProcess:
     """`accelerate launch` exactly as a user types it. cpu_ddp: the CPU DDP launch that really distributes."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no", "--main_process_port", str(free_port()), "--num_processes", str(num_processes)]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "--num_processes",
+        str(num_processes),
+    ]
     if cpu_ddp:
         launch += ["--multi_gpu"]
         env_extra.setdefault("ACCELERATE_USE_CPU", "1")

@@ -28,4 +28,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tagtune' has no attribute {name!r}")
 
 
-__all__ = ["Tagger", "TrainConfig", "parse", "run", "main", "TagtuneError", "ConfigError", "DataError", "CheckpointError"]
+__all__ = [
+    "Tagger",
+    "TrainConfig",
+    "parse",
+    "run",
+    "main",
+    "TagtuneError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+]

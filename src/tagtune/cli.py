@@ -1,12 +1,12 @@
 """`tagtune` command: one subcommand per module, each a ``main(argv)`` in that module.
 
-  tagtune train RECIPE_OR_CONFIG ...   same as running a recipe (use `accelerate launch` for many processes)
-  tagtune report RUN_DIR [RUN_DIR ...] --out DIR
-  tagtune predict --model DIR --input FILE|-
-  tagtune evaluate --model DIR --dataset ...
-  tagtune export --model DIR --merge --out DIR
-  tagtune memory --model NAME --gpus N
-  tagtune bench --preset cpu|gpu
+tagtune train RECIPE_OR_CONFIG ...   same as running a recipe (use `accelerate launch` for many processes)
+tagtune report RUN_DIR [RUN_DIR ...] --out DIR
+tagtune predict --model DIR --input FILE|-
+tagtune evaluate --model DIR --dataset ...
+tagtune export --model DIR --merge --out DIR
+tagtune memory --model NAME --gpus N
+tagtune bench --preset cpu|gpu
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ import json
 import os
 import sys
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, TypeVar
+from typing import Any, Literal, Optional, TypeVar
 
 from .errors import ConfigError
 
@@ -38,8 +39,12 @@ class TrainConfig:
         default="bert-base-cased",
     )
     tokenizer_name: Optional[str] = _help("Tokenizer hub id or folder; defaults to model_name_or_path.", default=None)
-    trust_remote_code: bool = _help("Allow model code from the hub to run. Off unless you trust the repository.", default=False)
-    attn_implementation: str = _help("Attention kernel passed to transformers: 'sdpa' (fast), 'eager'.", default="sdpa")
+    trust_remote_code: bool = _help(
+        "Allow model code from the hub to run. Off unless you trust the repository.", default=False
+    )
+    attn_implementation: str = _help(
+        "Attention kernel passed to transformers: 'sdpa' (fast), 'eager'.", default="sdpa"
+    )
 
     # ---- data -----------------------------------------------------------------------
     dataset_name: Optional[str] = _help(
@@ -47,8 +52,12 @@ class TrainConfig:
         "Leave empty to use train_file/validation_file.",
         default=None,
     )
-    dataset_config_name: Optional[str] = _help("Hub dataset configuration name, if the dataset has several.", default=None)
-    train_file: Optional[str] = _help("Local training file: .json/.jsonl, .conllu, or whitespace-column CoNLL.", default=None)
+    dataset_config_name: Optional[str] = _help(
+        "Hub dataset configuration name, if the dataset has several.", default=None
+    )
+    train_file: Optional[str] = _help(
+        "Local training file: .json/.jsonl, .conllu, or whitespace-column CoNLL.", default=None
+    )
     validation_file: Optional[str] = _help("Local validation file (same formats as train_file).", default=None)
     test_file: Optional[str] = _help("Local test file (same formats as train_file).", default=None)
     data_format: Literal["auto", "json", "conllu", "conll"] = _help(
@@ -57,7 +66,9 @@ class TrainConfig:
     )
     words_field: str = _help("JSON/hub field holding the list of words.", default="words")
     labels_field: str = _help("JSON/hub field holding the list of tags (strings or class ids).", default="labels")
-    conllu_tag_column: Literal["xpos", "upos"] = _help("CoNLL-U column used as the tag: xpos (Penn Treebank) or upos.", default="xpos")
+    conllu_tag_column: Literal["xpos", "upos"] = _help(
+        "CoNLL-U column used as the tag: xpos (Penn Treebank) or upos.", default="xpos"
+    )
     conll_word_column: int = _help("0-based word column of whitespace-column CoNLL files.", default=0)
     conll_tag_column: int = _help("0-based tag column of whitespace-column CoNLL files (-1 = last).", default=-1)
     eval_split: str = _help(
@@ -65,7 +76,9 @@ class TrainConfig:
         "or a split name such as 'test'.",
         default="auto",
     )
-    max_train_samples: Optional[int] = _help("Keep only the first N training sentences (debugging, smoke runs).", default=None)
+    max_train_samples: Optional[int] = _help(
+        "Keep only the first N training sentences (debugging, smoke runs).", default=None
+    )
     max_eval_samples: Optional[int] = _help("Keep only the first N evaluation sentences.", default=None)
 
     # ---- features -------------------------------------------------------------------
@@ -74,16 +87,22 @@ class TrainConfig:
         "Longer sentences are split into overlapping windows, never truncated.",
         default=None,
     )
-    stride: int = _help("Words of left context repeated from the previous window when a sentence is split.", default=32)
+    stride: int = _help(
+        "Words of left context repeated from the previous window when a sentence is split.", default=32
+    )
     label_all_subtokens: bool = _help(
         "Train on every sub-token (label copied from its word). Off: first sub-token only, the rest -100. "
         "Evaluation always scores one prediction per word (its first sub-token).",
         default=False,
     )
-    group_by_length: bool = _help("Batch sentences of similar length together (still shuffled) to cut padding.", default=True)
+    group_by_length: bool = _help(
+        "Batch sentences of similar length together (still shuffled) to cut padding.", default=True
+    )
 
     # ---- method ---------------------------------------------------------------------
-    method: Literal["full", "lora"] = _help("'full' fine-tunes every weight; 'lora' trains LoRA adapters + the classifier.", default="full")
+    method: Literal["full", "lora"] = _help(
+        "'full' fine-tunes every weight; 'lora' trains LoRA adapters + the classifier.", default="full"
+    )
     lora_r: int = _help("LoRA rank.", default=8)
     lora_alpha: int = _help("LoRA scaling alpha (effective scale = alpha / r).", default=16)
     lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.1)
@@ -104,7 +123,9 @@ class TrainConfig:
     adam_beta2: float = _help("AdamW beta2.", default=0.999)
     adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
     max_grad_norm: float = _help("Gradient clipping norm; 0 disables clipping.", default=1.0)
-    lr_scheduler_type: Literal["linear", "constant", "cosine"] = _help("Learning-rate schedule after warmup.", default="linear")
+    lr_scheduler_type: Literal["linear", "constant", "cosine"] = _help(
+        "Learning-rate schedule after warmup.", default="linear"
+    )
     warmup_ratio: float = _help("Fraction of optimizer steps used for linear warmup.", default=0.0)
     warmup_steps: int = _help("Warmup steps; overrides warmup_ratio when > 0.", default=0)
     seed: int = _help("Seed for model init, LoRA init, shuffling and dropout.", default=42)
@@ -120,20 +141,28 @@ class TrainConfig:
 
     # ---- evaluation / logging -------------------------------------------------------
     eval_every_epoch: bool = _help("Evaluate on the validation split at the end of each epoch.", default=True)
-    logging_steps: int = _help("Log training loss/lr/throughput every N optimizer steps (fewer host syncs).", default=10)
+    logging_steps: int = _help(
+        "Log training loss/lr/throughput every N optimizer steps (fewer host syncs).", default=10
+    )
 
     # ---- outputs --------------------------------------------------------------------
     output_dir: Optional[str] = _help("Run directory; default outputs/<recipe>.", default=None)
     overwrite_output_dir: bool = _help("Allow writing into an output_dir that holds another run.", default=False)
-    save_model: bool = _help("Save the final model (full) or adapter (LoRA) with tokenizer and label maps.", default=True)
+    save_model: bool = _help(
+        "Save the final model (full) or adapter (LoRA) with tokenizer and label maps.", default=True
+    )
 
     # ---- checkpoints and failures (README "Resuming and failures") ---------------------
     checkpointing_steps: int = _help(
         "Save a resumable checkpoint to <output_dir>/checkpoints/step-<N>/ every N optimizer steps; 0 = only at epoch ends.",
         default=0,
     )
-    checkpoint_epoch_end: bool = _help("Also save a checkpoint at the end of every epoch (after its evaluation).", default=True)
-    save_total_limit: int = _help("Keep only the newest K checkpoints (older ones are deleted after a save succeeds); 0 = keep all.", default=2)
+    checkpoint_epoch_end: bool = _help(
+        "Also save a checkpoint at the end of every epoch (after its evaluation).", default=True
+    )
+    save_total_limit: int = _help(
+        "Keep only the newest K checkpoints (older ones are deleted after a save succeeds); 0 = keep all.", default=2
+    )
     resume_from_checkpoint: Optional[str] = _help(
         "'latest' = continue from the newest checkpoint in output_dir (a fresh start when there is none), "
         "or a checkpoint folder. Restores weights, optimizer, schedule, scaler, RNG and the position in the epoch.",
@@ -152,7 +181,9 @@ class TrainConfig:
     )
     project: str = _help("W&B project / tracker project name.", default="tagtune")
     run_name: Optional[str] = _help("Tracker run name; default <recipe>-<model>-<method>.", default=None)
-    run_group: Optional[str] = _help("Tracker group; default the model name, so the study's runs sit together.", default=None)
+    run_group: Optional[str] = _help(
+        "Tracker group; default the model name, so the study's runs sit together.", default=None
+    )
 
     # ---- checks -----------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -165,16 +196,30 @@ class TrainConfig:
             if value is not None and value not in choices:
                 bad(name, f"choose one of {list(choices)}")
 
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "lora_r", "lora_alpha", "logging_steps", "nonfinite_loss_patience"):
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "lora_r",
+            "lora_alpha",
+            "logging_steps",
+            "nonfinite_loss_patience",
+        ):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
         if self.learning_rate <= 0:
             bad("learning_rate", "must be > 0")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             bad("num_train_epochs", "must be > 0 (or set max_steps > 0)")
-        for name in ("weight_decay", "max_grad_norm", "warmup_steps", "stride", "dataloader_num_workers",
-                     "checkpointing_steps", "save_total_limit"):
+        for name in (
+            "weight_decay",
+            "max_grad_norm",
+            "warmup_steps",
+            "stride",
+            "dataloader_num_workers",
+            "checkpointing_steps",
+            "save_total_limit",
+        ):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
         for name in ("warmup_ratio", "lora_dropout"):
@@ -191,11 +236,17 @@ class TrainConfig:
         if not self.model_name_or_path:
             bad("model_name_or_path", "a model id or folder is required")
         if not self.dataset_name and not self.train_file:
-            raise ConfigError("no training data: set dataset_name or train_file", where="config fields 'dataset_name'/'train_file'",
-                              fix="e.g. --dataset_name batterydata/pos_tagging or --train_file train.conllu --validation_file dev.conllu")
+            raise ConfigError(
+                "no training data: set dataset_name or train_file",
+                where="config fields 'dataset_name'/'train_file'",
+                fix="e.g. --dataset_name batterydata/pos_tagging or --train_file train.conllu --validation_file dev.conllu",
+            )
         if self.dataset_name and self.train_file:
-            raise ConfigError("both dataset_name and train_file are set; choose one", where="config fields 'dataset_name'/'train_file'",
-                              fix="pass --dataset_name '' to use local files")
+            raise ConfigError(
+                "both dataset_name and train_file are set; choose one",
+                where="config fields 'dataset_name'/'train_file'",
+                fix="pass --dataset_name '' to use local files",
+            )
         if self.lora_target_modules is not None and len(self.lora_target_modules) == 0:
             self.lora_target_modules = None
         if self.resume_from_checkpoint is not None and not str(self.resume_from_checkpoint).strip():
@@ -234,7 +285,9 @@ def _base_help() -> dict[str, str]:
 def _read_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {path}", where="--config", fix="give the path of a .yaml or .json file")
+        raise ConfigError(
+            f"config file not found: {path}", where="--config", fix="give the path of a .yaml or .json file"
+        )
     text = p.read_text(encoding="utf-8")
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
@@ -260,7 +313,9 @@ def parse(cls: type[C] = TrainConfig, args: Optional[Sequence[str]] = None) -> C
     known, rest = pre.parse_known_args(args)
 
     parser = HfArgumentParser(cls, description=(cls.__doc__ or "").strip())
-    parser.add_argument("--config", default=None, help="YAML or JSON file of field: value overrides (applied before CLI flags).")
+    parser.add_argument(
+        "--config", default=None, help="YAML or JSON file of field: value overrides (applied before CLI flags)."
+    )
     helps = _base_help()
     for action in parser._actions:  # a recipe's re-declared field keeps the base field's help and choices
         name = action.dest
@@ -273,8 +328,11 @@ def parse(cls: type[C] = TrainConfig, args: Optional[Sequence[str]] = None) -> C
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ConfigError(f"unknown field(s) {unknown}", where=known.config,
-                              fix=f"valid fields are listed by --help; e.g. {sorted(names)[:5]} ...")
+            raise ConfigError(
+                f"unknown field(s) {unknown}",
+                where=known.config,
+                fix=f"valid fields are listed by --help; e.g. {sorted(names)[:5]} ...",
+            )
         parser.set_defaults(**values)
     namespace = parser.parse_args(rest)
     kwargs = {k: v for k, v in vars(namespace).items() if k != "config"}

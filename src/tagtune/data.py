@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Optional
 
 from .errors import DataError
 
@@ -50,14 +51,20 @@ class Corpus:
 # file readers
 # ----------------------------------------------------------------------------------------
 
+
 def _read_text(path: Path) -> str:
     if not path.is_file():
-        raise DataError(f"file not found: {path}", where=str(path), fix="check the path given for train_file/validation_file/test_file")
+        raise DataError(
+            f"file not found: {path}",
+            where=str(path),
+            fix="check the path given for train_file/validation_file/test_file",
+        )
     try:
         raw = path.read_bytes()
     except OSError as err:  # permissions, a directory, a vanished network mount
-        raise DataError(f"cannot read file: {err.strerror or err}", where=str(path),
-                        fix="check the path and its permissions") from None
+        raise DataError(
+            f"cannot read file: {err.strerror or err}", where=str(path), fix="check the path and its permissions"
+        ) from None
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark some editors write
     except UnicodeDecodeError as err:
@@ -88,7 +95,9 @@ def detect_format(path: str, data_format: str = "auto") -> str:
 
 def _check_record(rec: Any, words_field: str, labels_field: str, where: str) -> tuple[list[str], list[str]]:
     if not isinstance(rec, dict):
-        raise DataError(f"expected an object with '{words_field}' and '{labels_field}', got {type(rec).__name__}", where=where)
+        raise DataError(
+            f"expected an object with '{words_field}' and '{labels_field}', got {type(rec).__name__}", where=where
+        )
     missing = [f for f in (words_field, labels_field) if f not in rec]
     if missing:
         raise DataError(
@@ -111,9 +120,12 @@ def _check_record(rec: Any, words_field: str, labels_field: str, where: str) -> 
                 try:
                     item.encode("utf-8")
                 except UnicodeEncodeError:  # a lone surrogate such as "\ud800": valid JSON, not text
-                    raise DataError(f"field '{name}' item {i} is not valid Unicode: {item!r} (lone surrogate escape)",
-                                    where=where, fix="re-export the data from a UTF-8 source; \\uD800-\\uDFFF escapes "
-                                                     "must come in surrogate pairs") from None
+                    raise DataError(
+                        f"field '{name}' item {i} is not valid Unicode: {item!r} (lone surrogate escape)",
+                        where=where,
+                        fix="re-export the data from a UTF-8 source; \\uD800-\\uDFFF escapes "
+                        "must come in surrogate pairs",
+                    ) from None
     return words, tags
 
 
@@ -145,7 +157,9 @@ def read_json(path: str, words_field: str = "words", labels_field: str = "labels
             try:
                 records.append((json.loads(line), f"{path}:{lineno}"))
             except json.JSONDecodeError as err:
-                raise DataError(f"invalid JSON line: {err.msg} (column {err.colno})", where=f"{path}:{lineno}") from None
+                raise DataError(
+                    f"invalid JSON line: {err.msg} (column {err.colno})", where=f"{path}:{lineno}"
+                ) from None
     return [Sentence(*_check_record(rec, words_field, labels_field, where), where=where) for rec, where in records]
 
 
@@ -168,15 +182,21 @@ def read_conllu(path: str, tag_column: str = "xpos") -> list[Sentence]:
             continue
         cols = line.split("\t")
         if len(cols) != 10:
-            raise DataError(f"expected 10 tab-separated columns, found {len(cols)}", where=f"{path}:{lineno}",
-                            fix="CoNLL-U needs ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC; use --data_format conll for plain columns")
+            raise DataError(
+                f"expected 10 tab-separated columns, found {len(cols)}",
+                where=f"{path}:{lineno}",
+                fix="CoNLL-U needs ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC; use --data_format conll for plain columns",
+            )
         tok_id = cols[0]
         if "-" in tok_id or "." in tok_id:
             continue
         tag = cols[col]
         if tag == "_":
-            raise DataError(f"token '{cols[1]}' has no {tag_column.upper()} tag ('_')", where=f"{path}:{lineno}",
-                            fix=f"use --conllu_tag_column {'upos' if tag_column == 'xpos' else 'xpos'} if that column is filled")
+            raise DataError(
+                f"token '{cols[1]}' has no {tag_column.upper()} tag ('_')",
+                where=f"{path}:{lineno}",
+                fix=f"use --conllu_tag_column {'upos' if tag_column == 'xpos' else 'xpos'} if that column is filled",
+            )
         words.append(cols[1])
         tags.append(tag)
     if words:
@@ -203,8 +223,11 @@ def read_conll(path: str, word_column: int = 0, tag_column: int = -1) -> list[Se
             continue
         need = max(c + 1 if c >= 0 else -c for c in (word_column, tag_column))  # -1 = last column
         if len(cols) < max(need, 2):
-            raise DataError(f"expected a word column and a tag column, found {len(cols)} column(s): {line!r}",
-                            where=f"{path}:{lineno}", fix="each token line needs the word and its tag separated by whitespace")
+            raise DataError(
+                f"expected a word column and a tag column, found {len(cols)} column(s): {line!r}",
+                where=f"{path}:{lineno}",
+                fix="each token line needs the word and its tag separated by whitespace",
+            )
         words.append(cols[word_column])
         tags.append(cols[tag_column])
     if words:
@@ -225,11 +248,15 @@ def read_file(path: str, cfg: Any) -> list[Sentence]:
 # hub datasets
 # ----------------------------------------------------------------------------------------
 
+
 def _hub_split_to_sentences(ds: Any, split: str, words_field: str, labels_field: str) -> list[Sentence]:
     for name in (words_field, labels_field):
         if name not in ds.column_names:
-            raise DataError(f"missing field '{name}'; columns: {ds.column_names}", where=f"hub split '{split}'",
-                            fix="set --words_field/--labels_field")
+            raise DataError(
+                f"missing field '{name}'; columns: {ds.column_names}",
+                where=f"hub split '{split}'",
+                fix="set --words_field/--labels_field",
+            )
     names = None
     feat = ds.features[labels_field]
     inner = getattr(feat, "feature", None)
@@ -248,8 +275,10 @@ def load_hub(name: str, config_name: Optional[str], words_field: str, labels_fie
     if name.startswith("synthetic:"):
         from .synthetic import generate_splits
 
-        return {split: [Sentence(w, t, f"split '{split}', sentence {i}") for i, (w, t) in enumerate(sents)]
-                for split, sents in generate_splits(name.split(":", 1)[1]).items()}
+        return {
+            split: [Sentence(w, t, f"split '{split}', sentence {i}") for i, (w, t) in enumerate(sents)]
+            for split, sents in generate_splits(name.split(":", 1)[1]).items()
+        }
     import datasets
 
     try:
@@ -267,6 +296,7 @@ def load_hub(name: str, config_name: Optional[str], words_field: str, labels_fie
 # validation and assembly
 # ----------------------------------------------------------------------------------------
 
+
 def validate_split(split: str, sents: Iterable[Sentence]) -> tuple[list[Sentence], int]:
     """Length check with location; empty sentences skipped and counted."""
     kept, empty = [], 0
@@ -282,8 +312,11 @@ def validate_split(split: str, sents: Iterable[Sentence]) -> tuple[list[Sentence
             continue
         for i, w in enumerate(s.words):
             if not w.strip():
-                raise DataError(f"word {i} is empty or whitespace in split '{split}'", where=s.where,
-                                fix="remove empty tokens or replace them with a placeholder")
+                raise DataError(
+                    f"word {i} is empty or whitespace in split '{split}'",
+                    where=s.where,
+                    fix="remove empty tokens or replace them with a placeholder",
+                )
         kept.append(s)
     return kept, empty
 
@@ -292,7 +325,9 @@ def pick_eval_split(available: Iterable[str], eval_split: str) -> Optional[str]:
     available = list(available)
     if eval_split != "auto":
         if eval_split not in available:
-            raise DataError(f"evaluation split '{eval_split}' not found; available: {available}", where="config field 'eval_split'")
+            raise DataError(
+                f"evaluation split '{eval_split}' not found; available: {available}", where="config field 'eval_split'"
+            )
         return eval_split
     for name in EVAL_SPLIT_PREFERENCE:
         if name in available:
@@ -319,8 +354,11 @@ def build_corpus(splits: dict[str, list[Sentence]], cfg: Any, log: Optional[logg
         raise DataError(f"no 'train' split; available: {list(splits)}", where=cfg.dataset_name or "data files")
     eval_name = pick_eval_split([s for s in splits if s != "train"], cfg.eval_split)
     if eval_name is None and cfg.eval_every_epoch:
-        raise DataError("no validation, dev or test split to evaluate on", where=cfg.dataset_name or "data files",
-                        fix="pass --validation_file, or --eval_every_epoch false")
+        raise DataError(
+            "no validation, dev or test split to evaluate on",
+            where=cfg.dataset_name or "data files",
+            fix="pass --validation_file, or --eval_every_epoch false",
+        )
     skipped: dict[str, int] = {}
     train, skipped["train"] = validate_split("train", splits["train"])
     evals: list[Sentence] = []
@@ -334,10 +372,14 @@ def build_corpus(splits: dict[str, list[Sentence]], cfg: Any, log: Optional[logg
         if n:
             log.warning("skipped %d empty sentence(s) in split '%s'", n, split)
     if not train:
-        raise DataError("training split is empty after skipping empty sentences", where=cfg.dataset_name or cfg.train_file)
+        raise DataError(
+            "training split is empty after skipping empty sentences", where=cfg.dataset_name or cfg.train_file
+        )
     if eval_name is not None and not evals and cfg.eval_every_epoch:
-        raise DataError(f"evaluation split '{eval_name}' is empty after skipping empty sentences",
-                        where=cfg.dataset_name or cfg.validation_file or cfg.test_file)
+        raise DataError(
+            f"evaluation split '{eval_name}' is empty after skipping empty sentences",
+            where=cfg.dataset_name or cfg.validation_file or cfg.test_file,
+        )
     labels = sorted({t for s in train for t in s.tags})
     if evals:
         check_eval_labels(labels, eval_name, evals)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -29,10 +30,10 @@ class Features:
     """Parallel lists, one entry per window (most sentences are one window)."""
 
     input_ids: list[list[int]]
-    labels: list[list[int]]      # training targets (-100 = ignored)
-    word_ids: list[list[int]]    # per token: index of the word it scores, or -1
-    sent_ids: list[int]          # sentence index of each window
-    num_words: int               # words in all sentences (each scored exactly once)
+    labels: list[list[int]]  # training targets (-100 = ignored)
+    word_ids: list[list[int]]  # per token: index of the word it scores, or -1
+    sent_ids: list[int]  # sentence index of each window
+    num_words: int  # words in all sentences (each scored exactly once)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -51,7 +52,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     if not getattr(tok, "is_fast", False):
         raise ValueError(f"tokenizer of '{name}' is not a fast tokenizer; word alignment needs one")
     if is_byte_level(tok) and not getattr(tok, "add_prefix_space", False):
-        tok = AutoTokenizer.from_pretrained(name, use_fast=True, trust_remote_code=trust_remote_code, add_prefix_space=True)
+        tok = AutoTokenizer.from_pretrained(
+            name, use_fast=True, trust_remote_code=trust_remote_code, add_prefix_space=True
+        )
     return tok
 
 
@@ -66,8 +69,8 @@ def special_tokens(tok: Any) -> tuple[list[int], list[int]]:
     without = tok(["x"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
     n = len(without)
     for i in range(len(with_special) - n + 1):
-        if with_special[i: i + n] == without:
-            return with_special[:i], with_special[i + n:]
+        if with_special[i : i + n] == without:
+            return with_special[:i], with_special[i + n :]
     return [], []
 
 
@@ -109,14 +112,16 @@ def build_features(
     prefix, suffix = special_tokens(tokenizer)
     budget = limit - len(prefix) - len(suffix)
     if budget < 1:
-        raise ValueError(f"max_length {limit} leaves no room for words after {len(prefix) + len(suffix)} special tokens")
+        raise ValueError(
+            f"max_length {limit} leaves no room for words after {len(prefix) + len(suffix)} special tokens"
+        )
     # long sentences are windowed below, so the "sequence longer than maximum" warning is noise
     getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
     unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
     out = Features([], [], [], [], 0)
     clipped = 0  # words with more sub-tokens than a window holds
     for lo in range(0, len(sentences), batch_size):
-        chunk = [list(s) for s in sentences[lo: lo + batch_size]]
+        chunk = [list(s) for s in sentences[lo : lo + batch_size]]
         enc = tokenizer(chunk, is_split_into_words=True, add_special_tokens=False)
         for j, words in enumerate(chunk):
             sid = lo + j
@@ -151,7 +156,12 @@ def build_features(
     if clipped:  # still one prediction per word (its first sub-token), but say what was cut
         logging.getLogger("tagtune").warning(
             "%d word(s) have more than %d sub-tokens (max_length %d minus special tokens); each keeps its first %d "
-            "and is still predicted once: raise --max_length to keep them whole", clipped, budget, limit, budget)
+            "and is still predicted once: raise --max_length to keep them whole",
+            clipped,
+            budget,
+            limit,
+            budget,
+        )
     return out
 
 
@@ -207,8 +217,15 @@ class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
     processes, so the data seen at each step is the same whatever the world size.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, shuffle: bool = True,
-                 group_by_length: bool = True, mega: int = 50):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        group_by_length: bool = True,
+        mega: int = 50,
+    ):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.drop_last = False
@@ -227,19 +244,19 @@ class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
         if not self.shuffle:
             order = np.argsort(-self.lengths, kind="stable") if self.group else np.arange(n)
             for i in range(0, n, self.batch_size):
-                yield order[i: i + self.batch_size].tolist()
+                yield order[i : i + self.batch_size].tolist()
             return
         rng = np.random.default_rng([self.seed, self.epoch])
         perm = rng.permutation(n)
         if not self.group:
-            batches = [perm[i: i + self.batch_size] for i in range(0, n, self.batch_size)]
+            batches = [perm[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         else:
             size = self.batch_size * self.mega
             batches = []
             for i in range(0, n, size):
-                mb = perm[i: i + size]
+                mb = perm[i : i + size]
                 mb = mb[np.argsort(-self.lengths[mb], kind="stable")]
-                batches.extend(mb[j: j + self.batch_size] for j in range(0, len(mb), self.batch_size))
+                batches.extend(mb[j : j + self.batch_size] for j in range(0, len(mb), self.batch_size))
             # keep the one short last batch last, shuffle the full ones
             full = [b for b in batches if len(b) == self.batch_size]
             rest = [b for b in batches if len(b) != self.batch_size]

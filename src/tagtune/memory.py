@@ -24,14 +24,21 @@ from typing import Any, Optional
 
 from .errors import ConfigError
 
-GIB = 1024 ** 3
+GIB = 1024**3
 STUDY_NUM_LABELS = 48  # tags in batterydata/pos_tagging
 
 # Architectures of the study's two models, so the command needs no download.
 KNOWN_SHAPES: dict[str, dict[str, Any]] = {
     "bert-base-cased": {"model_type": "bert", "vocab_size": 28996},
-    "roberta-base": {"model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
-                     "type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2},
+    "roberta-base": {
+        "model_type": "roberta",
+        "vocab_size": 50265,
+        "max_position_embeddings": 514,
+        "type_vocab_size": 1,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+    },
 }
 
 
@@ -39,8 +46,8 @@ KNOWN_SHAPES: dict[str, dict[str, Any]] = {
 class ModelShape:
     name: str
     method: str
-    total: int        # distinct parameters the model holds
-    trainable: int    # parameters with gradients and optimizer states
+    total: int  # distinct parameters the model holds
+    trainable: int  # parameters with gradients and optimizer states
     largest_layer: int  # biggest single weight: what ZeRO-3 must gather at once
 
 
@@ -52,7 +59,7 @@ class Estimate:
     grads_gib: float
     optim_gib: float
     gpu_total_gib: float
-    cpu_total_gib: float      # per process, offloaded states
+    cpu_total_gib: float  # per process, offloaded states
     deepspeed_gpu_gib: Optional[float] = None  # DeepSpeed's estimator (full fine-tuning only)
 
 
@@ -66,17 +73,26 @@ def load_config(name: str, num_labels: int):
     try:
         return AutoConfig.from_pretrained(name, **labels)
     except Exception as err:  # offline, missing folder, unknown id
-        raise ConfigError(f"cannot read the config of '{name}': {err}", where="--model",
-                          fix=f"give a local model folder, or one of {sorted(KNOWN_SHAPES)}") from None
+        raise ConfigError(
+            f"cannot read the config of '{name}': {err}",
+            where="--model",
+            fix=f"give a local model folder, or one of {sorted(KNOWN_SHAPES)}",
+        ) from None
 
 
-def model_shape(name: str, method: str = "full", num_labels: int = STUDY_NUM_LABELS, lora_r: int = 8,
-                lora_target_modules: Optional[list[str]] = None) -> ModelShape:
+def model_shape(
+    name: str,
+    method: str = "full",
+    num_labels: int = STUDY_NUM_LABELS,
+    lora_r: int = 8,
+    lora_target_modules: Optional[list[str]] = None,
+) -> ModelShape:
     """Exact parameter counts from a weightless (meta-device) model of that architecture."""
     from .modeling import count_parameters, model_from_config
 
-    cfg = SimpleNamespace(method=method, lora_r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
-                          lora_target_modules=lora_target_modules)
+    cfg = SimpleNamespace(
+        method=method, lora_r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, lora_target_modules=lora_target_modules
+    )
     model = model_from_config(load_config(name, num_labels), cfg)
     counts = count_parameters(model)
     largest = max(p.numel() for p in model.parameters())
@@ -100,8 +116,7 @@ def estimate(shape: ModelShape, gpus: int, nodes: int = 1) -> list[Estimate]:
     ds = _deepspeed_estimates(shape, gpus, nodes) if shape.trainable == shape.total else {}
     out = []
     for setup, (p, g, o, cpu) in rows.items():
-        out.append(Estimate(setup, n, p / GIB, g / GIB, o / GIB, (p + g + o) / GIB, cpu / GIB,
-                            ds.get(setup)))
+        out.append(Estimate(setup, n, p / GIB, g / GIB, o / GIB, (p + g + o) / GIB, cpu / GIB, ds.get(setup)))
     return out
 
 
@@ -113,20 +128,30 @@ def _deepspeed_estimates(shape: ModelShape, gpus: int, nodes: int) -> dict[str, 
         return {}
     z2 = lambda off: estimate_zero2_model_states_mem_needs(shape.total, gpus, nodes, cpu_offload=off)[1]  # noqa: E731
     z3 = lambda off: estimate_zero3_model_states_mem_needs(  # noqa: E731
-        shape.total, shape.largest_layer, gpus, nodes, cpu_offload=off, cpu_offload_params=off)[1]
-    return {"ZeRO-2": z2(False) / GIB, "ZeRO-2 + offload optimizer": z2(True) / GIB,
-            "ZeRO-3": z3(False) / GIB, "ZeRO-3 + offload params+optimizer": z3(True) / GIB}
+        shape.total, shape.largest_layer, gpus, nodes, cpu_offload=off, cpu_offload_params=off
+    )[1]
+    return {
+        "ZeRO-2": z2(False) / GIB,
+        "ZeRO-2 + offload optimizer": z2(True) / GIB,
+        "ZeRO-3": z3(False) / GIB,
+        "ZeRO-3 + offload params+optimizer": z3(True) / GIB,
+    }
 
 
 def markdown(shape: ModelShape, rows: list[Estimate]) -> str:
-    head = (f"{shape.name} ({shape.method}): {shape.total:,} parameters, {shape.trainable:,} trainable, "
-            f"GPUs: {rows[0].gpus}\n\n"
-            "| set-up | params | grads | optimizer | GPU total | CPU (offload) | DeepSpeed estimator GPU |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+    head = (
+        f"{shape.name} ({shape.method}): {shape.total:,} parameters, {shape.trainable:,} trainable, "
+        f"GPUs: {rows[0].gpus}\n\n"
+        "| set-up | params | grads | optimizer | GPU total | CPU (offload) | DeepSpeed estimator GPU |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
     fmt = lambda x: f"{x:.2f}"  # noqa: E731
-    lines = [f"| {r.setup} | {fmt(r.params_gib)} | {fmt(r.grads_gib)} | {fmt(r.optim_gib)} | **{fmt(r.gpu_total_gib)}** | "
-             f"{fmt(r.cpu_total_gib) if r.cpu_total_gib else '-'} | "
-             f"{fmt(r.deepspeed_gpu_gib) if r.deepspeed_gpu_gib is not None else '-'} |" for r in rows]
+    lines = [
+        f"| {r.setup} | {fmt(r.params_gib)} | {fmt(r.grads_gib)} | {fmt(r.optim_gib)} | **{fmt(r.gpu_total_gib)}** | "
+        f"{fmt(r.cpu_total_gib) if r.cpu_total_gib else '-'} | "
+        f"{fmt(r.deepspeed_gpu_gib) if r.deepspeed_gpu_gib is not None else '-'} |"
+        for r in rows
+    ]
     return head + "\n".join(lines) + "\n"
 
 
@@ -134,20 +159,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tagtune memory",
         description="Estimated per-GPU memory (GiB) of parameters, gradients and optimizer states under DDP and "
-                    "ZeRO-1/2/3 (+ CPU offload), by the 16-bytes-per-parameter mixed-precision Adam formula; "
-                    "DeepSpeed's estimators beside it for full fine-tuning. Activations not included.")
-    parser.add_argument("--model", nargs="+", default=["bert-base-cased", "roberta-base"],
-                        help=f"model names or local folders (known offline: {', '.join(KNOWN_SHAPES)})")
+        "ZeRO-1/2/3 (+ CPU offload), by the 16-bytes-per-parameter mixed-precision Adam formula; "
+        "DeepSpeed's estimators beside it for full fine-tuning. Activations not included.",
+    )
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=["bert-base-cased", "roberta-base"],
+        help=f"model names or local folders (known offline: {', '.join(KNOWN_SHAPES)})",
+    )
     parser.add_argument("--gpus", nargs="+", type=int, default=[1, 2, 8], help="GPUs per node (one table each)")
     parser.add_argument("--nodes", type=int, default=1, help="number of nodes")
     parser.add_argument("--method", nargs="+", choices=["full", "lora"], default=["full", "lora"])
-    parser.add_argument("--num_labels", type=int, default=STUDY_NUM_LABELS, help="classifier size (48: the study's tags)")
+    parser.add_argument(
+        "--num_labels", type=int, default=STUDY_NUM_LABELS, help="classifier size (48: the study's tags)"
+    )
     parser.add_argument("--lora_r", type=int, default=8, help="LoRA rank (targets: peft's default, query/value)")
     parser.add_argument("--summary", action="store_true", help="one table of GPU totals (the README's table)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     args = parser.parse_args(argv)
-    for name, v in (("--gpus", min(args.gpus)), ("--nodes", args.nodes), ("--num_labels", args.num_labels),
-                    ("--lora_r", args.lora_r)):
+    for name, v in (
+        ("--gpus", min(args.gpus)),
+        ("--nodes", args.nodes),
+        ("--num_labels", args.num_labels),
+        ("--lora_r", args.lora_r),
+    ):
         if v < 1:
             raise ConfigError(f"invalid value {v}: must be >= 1", where=name)
     out: list[dict[str, Any]] = []
@@ -158,14 +194,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             for g in args.gpus:
                 rows = estimate(shape, g, args.nodes)
                 if args.json:
-                    out.append({**asdict(shape), "gpus_per_node": g, "nodes": args.nodes,
-                                "rows": [asdict(r) for r in rows]})
+                    out.append(
+                        {**asdict(shape), "gpus_per_node": g, "nodes": args.nodes, "rows": [asdict(r) for r in rows]}
+                    )
                 elif args.summary:
                     if not summary:
-                        summary += ["| model | method | GPUs | " + " | ".join(r.setup for r in rows) + " |",
-                                    "| --- | --- | ---: |" + " ---: |" * len(rows)]
-                    summary.append(f"| {name} | {method} | {rows[0].gpus} | " +
-                                   " | ".join(f"{r.gpu_total_gib:.2f}" for r in rows) + " |")
+                        summary += [
+                            "| model | method | GPUs | " + " | ".join(r.setup for r in rows) + " |",
+                            "| --- | --- | ---: |" + " ---: |" * len(rows),
+                        ]
+                    summary.append(
+                        f"| {name} | {method} | {rows[0].gpus} | "
+                        + " | ".join(f"{r.gpu_total_gib:.2f}" for r in rows)
+                        + " |"
+                    )
                 else:
                     print(markdown(shape, rows))
     if args.json:
@@ -173,6 +215,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         if summary:
             print("\n".join(summary) + "\n")
-        print("GiB per GPU for the model states only (16 bytes per trainable parameter, 2 per frozen one); "
-              "activations, CUDA context and buffers come on top.")
+        print(
+            "GiB per GPU for the model states only (16 bytes per trainable parameter, 2 per frozen one); "
+            "activations, CUDA context and buffers come on top."
+        )
     return 0

@@ -9,7 +9,8 @@ NNP as type "NP" and drops punctuation tags; its numbers are not per-tag scores.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,10 @@ def per_tag_scores(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
 
     tags = sorted(set(gold) | set(pred))
     p, r, f, s = precision_recall_fscore_support(gold, pred, labels=tags, zero_division=0)
-    per_tag = {t: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-               for i, t in enumerate(tags)}
+    per_tag = {
+        t: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, t in enumerate(tags)
+    }
     out: dict[str, Any] = {"per_tag": per_tag}
     for avg in ("macro", "weighted"):
         pa, ra, fa, _ = precision_recall_fscore_support(gold, pred, labels=tags, average=avg, zero_division=0)

@@ -62,8 +62,11 @@ def apply_method(model: torch.nn.Module, cfg: Any) -> torch.nn.Module:
     if cfg.lora_target_modules and "classifier" in cfg.lora_target_modules:
         from .errors import ConfigError
 
-        raise ConfigError("the classifier is trained in full under LoRA and cannot also be a LoRA target",
-                          where="config field 'lora_target_modules'", fix="remove 'classifier' from the list")
+        raise ConfigError(
+            "the classifier is trained in full under LoRA and cannot also be a LoRA target",
+            where="config field 'lora_target_modules'",
+            fix="remove 'classifier' from the list",
+        )
     return get_peft_model(model, lora_config(cfg))
 
 
@@ -75,20 +78,26 @@ def build_model(cfg: Any, labels: list[str]) -> torch.nn.Module:
 @dataclass
 class ParamCounts:
     trainable: int
-    total: int    # as peft's print_trainable_parameters counts: a modules_to_save copy counts twice
-    unique: int   # each distinct weight once: what the model really holds
+    total: int  # as peft's print_trainable_parameters counts: a modules_to_save copy counts twice
+    unique: int  # each distinct weight once: what the model really holds
 
     @property
     def trainable_pct(self) -> float:
         return 100.0 * self.trainable / self.total if self.total else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"trainable_params": self.trainable, "total_params": self.total,
-                "unique_params": self.unique, "trainable_pct": round(self.trainable_pct, 4)}
+        return {
+            "trainable_params": self.trainable,
+            "total_params": self.total,
+            "unique_params": self.unique,
+            "trainable_pct": round(self.trainable_pct, 4),
+        }
 
     def line(self) -> str:
-        return (f"trainable params: {self.trainable:,} || all params: {self.total:,} || "
-                f"trainable%: {self.trainable_pct:.4f} || unique params: {self.unique:,}")
+        return (
+            f"trainable params: {self.trainable:,} || all params: {self.total:,} || "
+            f"trainable%: {self.trainable_pct:.4f} || unique params: {self.unique:,}"
+        )
 
 
 def _numel(p: torch.Tensor) -> int:
@@ -105,7 +114,7 @@ def count_parameters(model: torch.nn.Module) -> ParamCounts:
             trainable += n
     unique = total
     # peft keeps the original classifier (frozen) beside the trainable copy
-    for name, module in model.named_modules():
+    for module in model.modules():
         if type(module).__name__ == "ModulesToSaveWrapper":
             orig = getattr(module, "original_module", None)
             if orig is not None:

@@ -10,8 +10,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import CheckpointError
 
@@ -29,15 +30,20 @@ EPOCH_COLUMNS = [
     ("Macro F1", "macro_f1"),
     ("Weighted F1", "weighted_f1"),
 ]
-TABLE_NOTE = ("Precision/Recall/F1 are seqeval's, computed as the study did (report-compatible only: seqeval "
-              "misreads prefix-less POS tags as IOB chunks). Accuracy is token accuracy; Macro/Weighted are true "
-              "per-tag scores and are the primary metrics.")
+TABLE_NOTE = (
+    "Precision/Recall/F1 are seqeval's, computed as the study did (report-compatible only: seqeval "
+    "misreads prefix-less POS tags as IOB chunks). Accuracy is token accuracy; Macro/Weighted are true "
+    "per-tag scores and are the primary metrics."
+)
 
 RUN_MARKER = "run_config.json"
 # a whole name part (HF_TOKEN, WANDB_API_KEY, hub_token), not a substring: tokenizer_name and
 # label_all_subtokens are settings, not secrets
-SECRET_PATTERN = re.compile(r"(?:^|[_\-.])(api[_-]?key|(?:access|auth|hub|hf)?[_-]?token|secret|password|passwd|"
-                            r"private[_-]?key|credentials?)(?:$|[_\-.])", re.I)
+SECRET_PATTERN = re.compile(
+    r"(?:^|[_\-.])(api[_-]?key|(?:access|auth|hub|hf)?[_-]?token|secret|password|passwd|"
+    r"private[_-]?key|credentials?)(?:$|[_\-.])",
+    re.I,
+)
 
 
 _UMASK = os.umask(0)

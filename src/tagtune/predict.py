@@ -31,10 +31,11 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -43,8 +44,8 @@ from .errors import CheckpointError, ConfigError, DataError, TagtuneError
 
 logger = logging.getLogger("tagtune.predict")
 
-CONFIG_FILE = "tagtune_config.json"     # written by train.save_model: resolved TrainConfig + labels
-ADAPTER_FILE = "adapter_config.json"    # peft adapter
+CONFIG_FILE = "tagtune_config.json"  # written by train.save_model: resolved TrainConfig + labels
+ADAPTER_FILE = "adapter_config.json"  # peft adapter
 PREDICTIONS_FILE = "eval_predictions.jsonl"  # words, gold labels and predicted tags per sentence
 
 # ----------------------------------------------------------------------------------------
@@ -88,26 +89,36 @@ def _split_text_lines(text: str) -> Iterator[tuple[list[str], int]]:
 # model directory -> Tagger
 # ----------------------------------------------------------------------------------------
 
+
 def find_model_dir(path: str | os.PathLike) -> Path:
     """A run directory (with ``model/``) or a model folder -> the model folder."""
     p = Path(path)
     if not p.exists():
-        raise CheckpointError(f"model path not found: {p}", where="--model",
-                              fix="give a run directory (outputs/<recipe>) or its model/ folder")
+        raise CheckpointError(
+            f"model path not found: {p}",
+            where="--model",
+            fix="give a run directory (outputs/<recipe>) or its model/ folder",
+        )
     for cand in (p / "model", p):
         if (cand / "config.json").is_file() or (cand / ADAPTER_FILE).is_file():
             return cand
-    hint = (" (the run was trained with --save_model false?)" if (p / "run_config.json").is_file() else "")
-    raise CheckpointError(f"no model in {p}: neither config.json nor {ADAPTER_FILE} found there or in {p / 'model'}{hint}",
-                          where="--model", fix="give a run directory (outputs/<recipe>) or its model/ folder")
+    hint = " (the run was trained with --save_model false?)" if (p / "run_config.json").is_file() else ""
+    raise CheckpointError(
+        f"no model in {p}: neither config.json nor {ADAPTER_FILE} found there or in {p / 'model'}{hint}",
+        where="--model",
+        fix="give a run directory (outputs/<recipe>) or its model/ folder",
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {path.name}: {err}", where=str(path),
-                              fix="the model folder is damaged; re-save or re-train it") from None
+        raise CheckpointError(
+            f"cannot read {path.name}: {err}",
+            where=str(path),
+            fix="the model folder is damaged; re-save or re-train it",
+        ) from None
 
 
 @contextlib.contextmanager
@@ -134,7 +145,9 @@ def _resolve_device(device: Optional[str]) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as err:
-        raise ConfigError(f"invalid device {device!r}: {err}", where="--device", fix="use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(
+            f"invalid device {device!r}: {err}", where="--device", fix="use auto, cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("CUDA device requested but no GPU is available", where="--device", fix="use --device cpu")
     return dev
@@ -151,8 +164,11 @@ def _pick_base(model_dir: Path, tt_cfg: dict[str, Any], override: Optional[str])
     adapter = _read_json(model_dir / ADAPTER_FILE)
     cands = [c for c in (override, tt_cfg.get("model_name_or_path"), adapter.get("base_model_name_or_path")) if c]
     if not cands:
-        raise CheckpointError("adapter names no base model", where=str(model_dir / ADAPTER_FILE),
-                              fix="pass --base_model with the model the adapter was trained on")
+        raise CheckpointError(
+            "adapter names no base model",
+            where=str(model_dir / ADAPTER_FILE),
+            fix="pass --base_model with the model the adapter was trained on",
+        )
     if override:
         return resolve_model_path(override)
     for c in cands:
@@ -182,9 +198,17 @@ class Tagger:
     train_config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: Optional[str] = "auto", dtype: str = "float32",
-             batch_size: Optional[int] = None, max_length: Optional[int] = None, stride: Optional[int] = None,
-             base_model: Optional[str] = None) -> "Tagger":
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: Optional[str] = "auto",
+        dtype: str = "float32",
+        batch_size: Optional[int] = None,
+        max_length: Optional[int] = None,
+        stride: Optional[int] = None,
+        base_model: Optional[str] = None,
+    ) -> Tagger:
         """Load a run directory or model folder: a full model, or an adapter onto its base model.
 
         ``batch_size``, ``max_length`` and ``stride`` default to the training run's evaluation
@@ -210,37 +234,54 @@ class Tagger:
 
                 labels = tt_cfg.get("labels")
                 if not labels:
-                    raise CheckpointError(f"adapter folder has no label list ({CONFIG_FILE} missing or without 'labels')",
-                                          where=str(model_dir), fix="use the model/ folder written by tagtune training")
+                    raise CheckpointError(
+                        f"adapter folder has no label list ({CONFIG_FILE} missing or without 'labels')",
+                        where=str(model_dir),
+                        fix="use the model/ folder written by tagtune training",
+                    )
                 base = _pick_base(model_dir, tt_cfg, base_model)
                 with _quiet_transformers(report=False):
-                    model = load_base_model(base, labels, SimpleNamespace(trust_remote_code=remote, attn_implementation=attn))
+                    model = load_base_model(
+                        base, labels, SimpleNamespace(trust_remote_code=remote, attn_implementation=attn)
+                    )
                 with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
                     warnings.simplefilter("ignore", FutureWarning)
                     model = PeftModel.from_pretrained(model, str(model_dir))
             else:
                 with _quiet_transformers():
-                    model = AutoModelForTokenClassification.from_pretrained(str(model_dir), trust_remote_code=remote,
-                                                                            attn_implementation=attn)
+                    model = AutoModelForTokenClassification.from_pretrained(
+                        str(model_dir), trust_remote_code=remote, attn_implementation=attn
+                    )
                 id2label = model.config.id2label
                 labels = [id2label[i] for i in range(len(id2label))]
                 if tt_cfg.get("labels") and tt_cfg["labels"] != labels:
-                    raise CheckpointError(f"label maps disagree: config.json has {labels}, {CONFIG_FILE} has {tt_cfg['labels']}",
-                                          where=str(model_dir), fix="re-export the model, or remove the stale file")
+                    raise CheckpointError(
+                        f"label maps disagree: config.json has {labels}, {CONFIG_FILE} has {tt_cfg['labels']}",
+                        where=str(model_dir),
+                        fix="re-export the model, or remove the stale file",
+                    )
             tokenizer = load_tokenizer(str(model_dir), remote)
         except TagtuneError:
             raise
         except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise CheckpointError(f"cannot load the model: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-                                  where=str(model_dir),
-                                  fix="check the folder is a tagtune model/ folder; for an adapter whose base model moved or "
-                                      "is on the hub while offline, pass --base_model PATH") from None
+            raise CheckpointError(
+                f"cannot load the model: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                where=str(model_dir),
+                fix="check the folder is a tagtune model/ folder; for an adapter whose base model moved or "
+                "is on the hub while offline, pass --base_model PATH",
+            ) from None
         model.to(device=dev, dtype=DTYPES[dtype]).eval()
-        return cls(model=model, tokenizer=tokenizer, labels=list(labels),
-                   max_length=max_length if max_length is not None else tt_cfg.get("max_length"),
-                   stride=stride if stride is not None else int(tt_cfg.get("stride", 32)),
-                   batch_size=batch_size or int(tt_cfg.get("per_device_eval_batch_size", 32)),
-                   model_dir=model_dir, is_adapter=is_adapter, train_config=tt_cfg)
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            labels=list(labels),
+            max_length=max_length if max_length is not None else tt_cfg.get("max_length"),
+            stride=stride if stride is not None else int(tt_cfg.get("stride", 32)),
+            batch_size=batch_size or int(tt_cfg.get("per_device_eval_batch_size", 32)),
+            model_dir=model_dir,
+            is_adapter=is_adapter,
+            train_config=tt_cfg,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -263,7 +304,7 @@ class Tagger:
             return tags, [[float(x) for x in c] for c in run.conf]
         return tags
 
-    def _run(self, sentences: Sequence[Sequence[str]], gold: Optional[Sequence[Sequence[int]]] = None) -> "_Run":
+    def _run(self, sentences: Sequence[Sequence[str]], gold: Optional[Sequence[Sequence[int]]] = None) -> _Run:
         from .features import Collator, build_features
 
         sents = _check_sentences(sentences)
@@ -273,7 +314,9 @@ class Tagger:
         pred = np.zeros(n, dtype=np.int64)
         conf = np.zeros(n, dtype=np.float32)
         nll = np.zeros(n, dtype=np.float64) if gold is not None else None
-        gold_flat = torch.as_tensor(np.concatenate([np.asarray(g, dtype=np.int64) for g in gold]) if gold else np.zeros(0, np.int64))
+        gold_flat = torch.as_tensor(
+            np.concatenate([np.asarray(g, dtype=np.int64) for g in gold]) if gold else np.zeros(0, np.int64)
+        )
         seen = np.zeros(n, dtype=bool)
         if n:
             feats = build_features(sents, None, self.tokenizer, max_length=self.max_length, stride=self.stride)
@@ -283,9 +326,10 @@ class Tagger:
             dev = self.device
             with torch.inference_mode():
                 for lo in range(0, len(order), self.batch_size):
-                    batch = collate(order[lo: lo + self.batch_size].tolist())
-                    logits = self.model(input_ids=batch["input_ids"].to(dev),
-                                        attention_mask=batch["attention_mask"].to(dev)).logits
+                    batch = collate(order[lo : lo + self.batch_size].tolist())
+                    logits = self.model(
+                        input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)
+                    ).logits
                     word_ids = batch["word_ids"]
                     mask = word_ids >= 0
                     flat = (torch.as_tensor(offsets[:-1])[batch["sent_ids"]][:, None] + word_ids)[mask]
@@ -306,14 +350,22 @@ class Tagger:
         return _Run(np.split(pred, cut), np.split(conf, cut), np.split(nll, cut) if nll is not None else None)
 
     # ---- export -------------------------------------------------------------------------
-    def merged(self) -> "Tagger":
+    def merged(self) -> Tagger:
         """A Tagger whose adapter is merged into the base weights (a plain transformers model)."""
         if not self.is_adapter:
             return self
         model = self.model.merge_and_unload()
-        return Tagger(model=model, tokenizer=self.tokenizer, labels=self.labels, max_length=self.max_length,
-                      stride=self.stride, batch_size=self.batch_size, model_dir=self.model_dir, is_adapter=False,
-                      train_config=self.train_config)
+        return Tagger(
+            model=model,
+            tokenizer=self.tokenizer,
+            labels=self.labels,
+            max_length=self.max_length,
+            stride=self.stride,
+            batch_size=self.batch_size,
+            model_dir=self.model_dir,
+            is_adapter=False,
+            train_config=self.train_config,
+        )
 
     def save(self, out: str | os.PathLike) -> None:
         """save_pretrained (safetensors) + tokenizer + tagtune_config.json into ``out``."""
@@ -323,32 +375,46 @@ class Tagger:
         with _quiet_transformers():
             self.model.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
-        atomic_write_json(out / CONFIG_FILE, {**self.train_config, "labels": self.labels,
-                                              "merged_adapter": bool(self.train_config.get("method") == "lora")})
+        atomic_write_json(
+            out / CONFIG_FILE,
+            {
+                **self.train_config,
+                "labels": self.labels,
+                "merged_adapter": bool(self.train_config.get("method") == "lora"),
+            },
+        )
 
 
 @dataclass
 class _Run:
-    pred: list[np.ndarray]           # label ids per sentence
-    conf: list[np.ndarray]           # probability of the chosen label
+    pred: list[np.ndarray]  # label ids per sentence
+    conf: list[np.ndarray]  # probability of the chosen label
     nll: Optional[list[np.ndarray]]  # -log p(gold) when gold was given
 
 
 def _check_sentences(sentences: Any) -> list[list[str]]:
     if isinstance(sentences, str) or not isinstance(sentences, Sequence):
-        raise DataError(f"expected a list of sentences, each a list of words; got {type(sentences).__name__}",
-                        fix="split raw text first, e.g. tagtune.predict.split_text(text), and pass the result")
+        raise DataError(
+            f"expected a list of sentences, each a list of words; got {type(sentences).__name__}",
+            fix="split raw text first, e.g. tagtune.predict.split_text(text), and pass the result",
+        )
     out = []
     for i, s in enumerate(sentences):
         if isinstance(s, str) or not isinstance(s, Sequence):
-            raise DataError(f"sentence {i} is a {type(s).__name__}, expected a list of words",
-                            where=f"sentence {i}", fix="pass [['The', 'cat', 'sat'], ...]: one list of words per sentence")
+            raise DataError(
+                f"sentence {i} is a {type(s).__name__}, expected a list of words",
+                where=f"sentence {i}",
+                fix="pass [['The', 'cat', 'sat'], ...]: one list of words per sentence",
+            )
         for j, w in enumerate(s):
             if not isinstance(w, str):
                 raise DataError(f"word {j} is {type(w).__name__} {w!r}, expected a string", where=f"sentence {i}")
             if not w.strip():
-                raise DataError(f"word {j} is empty or whitespace", where=f"sentence {i}",
-                                fix="remove empty words or replace them with a placeholder")
+                raise DataError(
+                    f"word {j} is empty or whitespace",
+                    where=f"sentence {i}",
+                    fix="remove empty words or replace them with a placeholder",
+                )
         out.append(list(s))
     return out
 
@@ -356,6 +422,7 @@ def _check_sentences(sentences: Any) -> list[list[str]]:
 # ----------------------------------------------------------------------------------------
 # prediction input / output
 # ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class InputSentence:
@@ -396,19 +463,28 @@ def read_jsonl_words(text: str, name: str, words_field: str) -> list[InputSenten
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"invalid JSON line: {err.msg} (column {err.colno})", where=where,
-                            fix=f'each line must be {{"{words_field}": ["The", "cat"]}} or ["The", "cat"]') from None
+            raise DataError(
+                f"invalid JSON line: {err.msg} (column {err.colno})",
+                where=where,
+                fix=f'each line must be {{"{words_field}": ["The", "cat"]}} or ["The", "cat"]',
+            ) from None
         extra: dict[str, Any] = {}
         if isinstance(rec, dict):
             if words_field not in rec:
-                raise DataError(f"no '{words_field}' field; present: {sorted(rec)}", where=where,
-                                fix="set --words_field to the field holding the list of words")
+                raise DataError(
+                    f"no '{words_field}' field; present: {sorted(rec)}",
+                    where=where,
+                    fix="set --words_field to the field holding the list of words",
+                )
             extra, words = {k: v for k, v in rec.items() if k != words_field}, rec[words_field]
         else:
             words = rec
         if not isinstance(words, list):
-            raise DataError(f"words must be a list of strings, got {type(words).__name__}", where=where,
-                            fix="pre-split words as a JSON list, or use --input_format text for raw text")
+            raise DataError(
+                f"words must be a list of strings, got {type(words).__name__}",
+                where=where,
+                fix="pre-split words as a JSON list, or use --input_format text for raw text",
+            )
         for j, w in enumerate(words):
             if not isinstance(w, str) or not w.strip():
                 raise DataError(f"word {j} is {w!r}: words must be non-empty strings", where=where)
@@ -434,8 +510,11 @@ def read_conll_words(text: str, name: str, word_column: int, conllu: bool) -> li
                 continue
             cols = line.rstrip("\r").split("\t")
             if len(cols) < 2 or not cols[0].replace("-", "").replace(".", "").isdigit():
-                raise DataError(f"expected tab-separated ID and FORM columns, got {line!r}", where=f"{name}:{lineno}",
-                                fix="CoNLL-U needs ID<TAB>FORM<TAB>...; use --input_format conll for whitespace columns")
+                raise DataError(
+                    f"expected tab-separated ID and FORM columns, got {line!r}",
+                    where=f"{name}:{lineno}",
+                    fix="CoNLL-U needs ID<TAB>FORM<TAB>...; use --input_format conll for whitespace columns",
+                )
             if "-" in cols[0] or "." in cols[0]:
                 continue
             words.append(cols[1])
@@ -447,14 +526,19 @@ def read_conll_words(text: str, name: str, word_column: int, conllu: bool) -> li
             try:
                 words.append(cols[word_column])
             except IndexError:
-                raise DataError(f"no column {word_column} in {line!r}", where=f"{name}:{lineno}",
-                                fix="set --conll_word_column to the 0-based column holding the word") from None
+                raise DataError(
+                    f"no column {word_column} in {line!r}",
+                    where=f"{name}:{lineno}",
+                    fix="set --conll_word_column to the 0-based column holding the word",
+                ) from None
     if words:
         out.append(InputSentence(words, f"{name}:{start}"))
     return out
 
 
-def read_input(name: str, fmt: str = "auto", words_field: str = "words", word_column: int = 0) -> tuple[list[InputSentence], str]:
+def read_input(
+    name: str, fmt: str = "auto", words_field: str = "words", word_column: int = 0
+) -> tuple[list[InputSentence], str]:
     """Read ``name`` (a file, or '-' for stdin) -> sentences and the format used."""
     if name == "-":
         text = sys.stdin.read()
@@ -472,12 +556,17 @@ def read_input(name: str, fmt: str = "auto", words_field: str = "words", word_co
     else:
         sents = read_conll_words(text, label, word_column, conllu=fmt == "conllu")
     if not any(s.words for s in sents):
-        raise DataError(f"input has no words to tag (read as {fmt})", where=label,
-                        fix="give a non-empty file; check --input_format if the file is not empty")
+        raise DataError(
+            f"input has no words to tag (read as {fmt})",
+            where=label,
+            fix="give a non-empty file; check --input_format if the file is not empty",
+        )
     return sents, fmt
 
 
-def format_output(sents: list[InputSentence], tags: list[list[str]], scores: Optional[list[list[float]]], fmt: str) -> str:
+def format_output(
+    sents: list[InputSentence], tags: list[list[str]], scores: Optional[list[list[float]]], fmt: str
+) -> str:
     parts = []
     for i, s in enumerate(sents):
         if fmt == "jsonl":
@@ -486,7 +575,10 @@ def format_output(sents: list[InputSentence], tags: list[list[str]], scores: Opt
                 rec["scores"] = [round(x, 6) for x in scores[i]]
             parts.append(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
-            rows = [f"{w}\t{t}" + (f"\t{scores[i][j]:.6f}" if scores is not None else "") for j, (w, t) in enumerate(zip(s.words, tags[i]))]
+            rows = [
+                f"{w}\t{t}" + (f"\t{scores[i][j]:.6f}" if scores is not None else "")
+                for j, (w, t) in enumerate(zip(s.words, tags[i]))
+            ]
             parts.append("\n".join(rows) + "\n\n")
     return "".join(parts)
 
@@ -495,11 +587,16 @@ def format_output(sents: list[InputSentence], tags: list[list[str]], scores: Opt
 # subcommands
 # ----------------------------------------------------------------------------------------
 
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run directory (outputs/<recipe>) or its model/ folder")
     p.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights/activations dtype (float16/bfloat16: GPU)")
-    p.add_argument("--batch_size", type=int, default=None, help="windows per forward pass (default: the run's eval batch size)")
+    p.add_argument(
+        "--dtype", default="float32", choices=list(DTYPES), help="weights/activations dtype (float16/bfloat16: GPU)"
+    )
+    p.add_argument(
+        "--batch_size", type=int, default=None, help="windows per forward pass (default: the run's eval batch size)"
+    )
     p.add_argument("--max_length", type=int, default=None, help="sub-tokens per window (default: the run's)")
     p.add_argument("--stride", type=int, default=None, help="words of left context per window (default: the run's)")
     p.add_argument("--base_model", default=None, help="base model of a LoRA adapter, if it moved since training")
@@ -512,8 +609,15 @@ def _load_from_args(a: argparse.Namespace) -> Tagger:
         raise ConfigError(f"invalid value {a.max_length}: must be >= 8", where="--max_length")
     if a.stride is not None and a.stride < 0:
         raise ConfigError(f"invalid value {a.stride}: must be >= 0", where="--stride")
-    return Tagger.load(a.model, device=a.device, dtype=a.dtype, batch_size=a.batch_size, max_length=a.max_length,
-                       stride=a.stride, base_model=a.base_model)
+    return Tagger.load(
+        a.model,
+        device=a.device,
+        dtype=a.dtype,
+        batch_size=a.batch_size,
+        max_length=a.max_length,
+        stride=a.stride,
+        base_model=a.base_model,
+    )
 
 
 def _write(path: str, text: str) -> None:
@@ -527,14 +631,24 @@ def _write(path: str, text: str) -> None:
 
 
 def predict_main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="tagtune predict", description="Tag raw text, JSONL of pre-split words, or CoNLL(-U).")
+    p = argparse.ArgumentParser(
+        prog="tagtune predict", description="Tag raw text, JSONL of pre-split words, or CoNLL(-U)."
+    )
     _model_args(p)
     p.add_argument("--input", required=True, help="file, or - for stdin")
-    p.add_argument("--input_format", default="auto", choices=INPUT_FORMATS,
-                   help="auto: by extension (.txt text, .jsonl/.json, .conllu, .conll/.tsv); stdin: JSONL if it starts with { or [, else text")
+    p.add_argument(
+        "--input_format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        help="auto: by extension (.txt text, .jsonl/.json, .conllu, .conll/.tsv); stdin: JSONL if it starts with { or [, else text",
+    )
     p.add_argument("--output", default="-", help="file (written atomically), or - for stdout")
-    p.add_argument("--output_format", default="auto", choices=("auto", "jsonl", "conll"),
-                   help="auto: by --output extension (.jsonl/.json or .conll/.tsv/.txt), else conll for CoNLL input, jsonl otherwise")
+    p.add_argument(
+        "--output_format",
+        default="auto",
+        choices=("auto", "jsonl", "conll"),
+        help="auto: by --output extension (.jsonl/.json or .conll/.tsv/.txt), else conll for CoNLL input, jsonl otherwise",
+    )
     p.add_argument("--scores", action="store_true", help="add each word's confidence (probability of its tag)")
     p.add_argument("--words_field", default="words", help="JSONL field holding the words")
     p.add_argument("--conll_word_column", type=int, default=0, help="0-based word column of whitespace CoNLL input")
@@ -545,23 +659,32 @@ def predict_main(argv: Optional[list[str]] = None) -> int:
     out_fmt = a.output_format
     if out_fmt == "auto":
         suffix = Path(a.output).suffix.lower() if a.output != "-" else ""
-        out_fmt = ("jsonl" if suffix in (".jsonl", ".json") else "conll" if suffix in CONLL_SUFFIXES + (".txt", ".conllu")
-                   else "conll" if in_fmt in ("conll", "conllu") else "jsonl")
+        out_fmt = (
+            "jsonl"
+            if suffix in (".jsonl", ".json")
+            else "conll"
+            if suffix in CONLL_SUFFIXES + (".txt", ".conllu")
+            else "conll"
+            if in_fmt in ("conll", "conllu")
+            else "jsonl"
+        )
     tagger = _load_from_args(a)
     t0 = time.time()
     tags, scores = tagger.tag([s.words for s in sents], return_scores=True)
     secs = time.time() - t0
     _write(a.output, format_output(sents, tags, scores if a.scores else None, out_fmt))
     n = sum(len(t) for t in tags)
-    print(f"tagtune predict: {n} words in {len(sents)} sentences ({in_fmt} -> {out_fmt}) in {secs:.2f} s "
-          f"({n / max(secs, 1e-9):.0f} words/s on {tagger.device})" + ("" if a.output == "-" else f" -> {a.output}"),
-          file=sys.stderr)
+    print(
+        f"tagtune predict: {n} words in {len(sents)} sentences ({in_fmt} -> {out_fmt}) in {secs:.2f} s "
+        f"({n / max(secs, 1e-9):.0f} words/s on {tagger.device})" + ("" if a.output == "-" else f" -> {a.output}"),
+        file=sys.stderr,
+    )
     return 0
 
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, Any]          # compute_metrics(...) + eval_loss: the training evaluation's keys
+    metrics: dict[str, Any]  # compute_metrics(...) + eval_loss: the training evaluation's keys
     words: list[list[str]]
     gold: list[list[str]]
     pred: list[list[str]]
@@ -572,7 +695,9 @@ def evaluate_sentences(tagger: Tagger, words: list[list[str]], gold: list[list[s
     from .data import Sentence, check_eval_labels
     from .metrics import compute_metrics
 
-    check_eval_labels(tagger.labels, "evaluation", [Sentence(w, t, f"sentence {i}") for i, (w, t) in enumerate(zip(words, gold))])
+    check_eval_labels(
+        tagger.labels, "evaluation", [Sentence(w, t, f"sentence {i}") for i, (w, t) in enumerate(zip(words, gold))]
+    )
     l2i = tagger.label2id
     run = tagger._run(words, [[l2i[t] for t in g] for g in gold])
     pred = [[tagger.labels[i] for i in p] for p in run.pred]
@@ -584,17 +709,28 @@ def evaluate_sentences(tagger: Tagger, words: list[list[str]], gold: list[list[s
 
 def predictions_jsonl(words: list[list[str]], gold: list[list[str]], pred: list[list[str]]) -> str:
     """The eval_predictions.jsonl format shared with training: words, gold labels, predicted tags."""
-    return "".join(json.dumps({"words": w, "labels": g, "tags": p}, ensure_ascii=False) + "\n" for w, g, p in zip(words, gold, pred))
+    return "".join(
+        json.dumps({"words": w, "labels": g, "tags": p}, ensure_ascii=False) + "\n"
+        for w, g, p in zip(words, gold, pred)
+    )
 
 
 def _load_labelled(a: argparse.Namespace, tt_cfg: dict[str, Any]) -> tuple[list[Any], str, str]:
     """--dataset (file of any supported format, or hub id) -> validated sentences, split name, slug."""
     from .data import load_hub, pick_eval_split, read_file, validate_split
 
-    known = {"data_format": "auto", "words_field": "words", "labels_field": "labels", "conllu_tag_column": "xpos",
-             "conll_word_column": 0, "conll_tag_column": -1}
+    known = {
+        "data_format": "auto",
+        "words_field": "words",
+        "labels_field": "labels",
+        "conllu_tag_column": "xpos",
+        "conll_word_column": 0,
+        "conll_tag_column": -1,
+    }
     # the training run's reading settings, overridden by flags
-    rcfg = SimpleNamespace(**{k: (getattr(a, k) if getattr(a, k) is not None else tt_cfg.get(k, d)) for k, d in known.items()})
+    rcfg = SimpleNamespace(
+        **{k: (getattr(a, k) if getattr(a, k) is not None else tt_cfg.get(k, d)) for k, d in known.items()}
+    )
     ds = a.dataset
     is_file = Path(ds).exists() or Path(ds).suffix.lower() in (".json", ".jsonl", ".conllu", ".conll", ".txt", ".tsv")
     if is_file:
@@ -602,11 +738,17 @@ def _load_labelled(a: argparse.Namespace, tt_cfg: dict[str, Any]) -> tuple[list[
         slug = Path(ds).stem
     else:
         splits = load_hub(ds, a.dataset_config_name, rcfg.words_field, rcfg.labels_field)
-        split = pick_eval_split([s for s in splits if s != "train"], a.split) if a.split == "auto" else \
-            pick_eval_split(list(splits), a.split)
+        split = (
+            pick_eval_split([s for s in splits if s != "train"], a.split)
+            if a.split == "auto"
+            else pick_eval_split(list(splits), a.split)
+        )
         if split is None:
-            raise DataError(f"no validation, dev or test split; available: {list(splits)}", where=f"--dataset {ds}",
-                            fix="choose one with --split, e.g. --split train")
+            raise DataError(
+                f"no validation, dev or test split; available: {list(splits)}",
+                where=f"--dataset {ds}",
+                fix="choose one with --split, e.g. --split train",
+            )
         sents = splits[split]
         slug = f"{ds.replace(':', '-').replace('/', '_')}-{split}"
     kept, empty = validate_split(split, sents)
@@ -615,7 +757,9 @@ def _load_labelled(a: argparse.Namespace, tt_cfg: dict[str, Any]) -> tuple[list[
     if a.max_samples:
         kept = kept[: a.max_samples]
     if not kept:
-        raise DataError(f"no labelled sentences in split '{split}'", where=ds, fix="check the file and its format flags")
+        raise DataError(
+            f"no labelled sentences in split '{split}'", where=ds, fix="check the file and its format flags"
+        )
     return kept, split, slug
 
 
@@ -624,16 +768,30 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     from .metrics import confusion, label_distribution
     from .outputs import RUN_MARKER, atomic_write_json, atomic_write_text, epoch_table_text, write_epoch_outputs
 
-    p = argparse.ArgumentParser(prog="tagtune evaluate",
-                                description="Score a trained model on a labelled set: the training evaluation's metrics and files.")
+    p = argparse.ArgumentParser(
+        prog="tagtune evaluate",
+        description="Score a trained model on a labelled set: the training evaluation's metrics and files.",
+    )
     _model_args(p)
-    p.add_argument("--dataset", required=True, help="labelled file (.json/.jsonl, .conllu, .conll/.txt/.tsv) or hub dataset id")
+    p.add_argument(
+        "--dataset", required=True, help="labelled file (.json/.jsonl, .conllu, .conll/.txt/.tsv) or hub dataset id"
+    )
     p.add_argument("--dataset_config_name", default=None, help="hub dataset configuration name")
-    p.add_argument("--split", default="auto", help="hub split: auto = validation/dev/valid/test, or a name such as train")
-    p.add_argument("--out", default=None, help="folder for the result files (default: <run dir>/eval/<dataset>-<split>)")
+    p.add_argument(
+        "--split", default="auto", help="hub split: auto = validation/dev/valid/test, or a name such as train"
+    )
+    p.add_argument(
+        "--out", default=None, help="folder for the result files (default: <run dir>/eval/<dataset>-<split>)"
+    )
     p.add_argument("--max_samples", type=int, default=None, help="score only the first N sentences")
-    for name, kind in (("data_format", str), ("words_field", str), ("labels_field", str), ("conllu_tag_column", str),
-                       ("conll_word_column", int), ("conll_tag_column", int)):
+    for name, kind in (
+        ("data_format", str),
+        ("words_field", str),
+        ("labels_field", str),
+        ("conllu_tag_column", str),
+        ("conll_word_column", int),
+        ("conll_tag_column", int),
+    ):
         p.add_argument(f"--{name}", type=kind, default=None, help="as in training (default: the run's setting)")
     a = p.parse_args(argv)
 
@@ -645,8 +803,11 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
         check_eval_labels(labels_known, split, sents)
     out = Path(a.out) if a.out else (model_dir.parent if model_dir.name == "model" else model_dir) / "eval" / slug
     if (out / RUN_MARKER).exists():
-        raise CheckpointError("this folder holds a training run; its files would be overwritten", where=str(out),
-                              fix="choose another --out (the default is <run dir>/eval/<dataset>-<split>)")
+        raise CheckpointError(
+            "this folder holds a training run; its files would be overwritten",
+            where=str(out),
+            fix="choose another --out (the default is <run dir>/eval/<dataset>-<split>)",
+        )
     tagger = _load_from_args(a)
     check_eval_labels(tagger.labels, split, sents)
     t0 = time.time()
@@ -657,24 +818,38 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     flat_p = [t for s in ev.pred for t in s]
     write_epoch_outputs(str(out), [row])
     atomic_write_text(out / PREDICTIONS_FILE, predictions_jsonl(ev.words, ev.gold, ev.pred))
-    atomic_write_json(out / "eval_results.json", {
-        "model": str(model_dir), "dataset": a.dataset, "split": split, "eval_sentences": len(sents),
-        "eval_words": len(flat_g), "labels": tagger.labels, "device": str(tagger.device),
-        "final": {k: v for k, v in row.items() if k != "per_tag"},
-        "label_distribution": {"eval": label_distribution(ev.gold)},
-        "confusion_matrix": {"labels": tagger.labels, "matrix": confusion(flat_g, flat_p, tagger.labels).tolist()},
-    })
+    atomic_write_json(
+        out / "eval_results.json",
+        {
+            "model": str(model_dir),
+            "dataset": a.dataset,
+            "split": split,
+            "eval_sentences": len(sents),
+            "eval_words": len(flat_g),
+            "labels": tagger.labels,
+            "device": str(tagger.device),
+            "final": {k: v for k, v in row.items() if k != "per_tag"},
+            "label_distribution": {"eval": label_distribution(ev.gold)},
+            "confusion_matrix": {"labels": tagger.labels, "matrix": confusion(flat_g, flat_p, tagger.labels).tolist()},
+        },
+    )
     print(epoch_table_text([row]))
-    print(f"tagtune evaluate: {len(flat_g)} words in {len(sents)} sentences of '{split}': accuracy {row['accuracy']:.4f}, "
-          f"macro F1 {row['macro_f1']:.4f}, eval loss {row['eval_loss']:.4f} -> {out}")
+    print(
+        f"tagtune evaluate: {len(flat_g)} words in {len(sents)} sentences of '{split}': accuracy {row['accuracy']:.4f}, "
+        f"macro F1 {row['macro_f1']:.4f}, eval loss {row['eval_loss']:.4f} -> {out}"
+    )
     return 0
 
 
 def export_main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="tagtune export",
-                                description="Write a plain transformers model (LoRA adapters merged into the base weights).")
+    p = argparse.ArgumentParser(
+        prog="tagtune export",
+        description="Write a plain transformers model (LoRA adapters merged into the base weights).",
+    )
     p.add_argument("--model", required=True, help="run directory or its model/ folder")
-    p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base model (peft merge_and_unload)")
+    p.add_argument(
+        "--merge", action="store_true", help="merge a LoRA adapter into its base model (peft merge_and_unload)"
+    )
     p.add_argument("--out", required=True, help="new folder for the exported model")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds files")
     p.add_argument("--base_model", default=None, help="base model of a LoRA adapter, if it moved since training")
@@ -682,14 +857,21 @@ def export_main(argv: Optional[list[str]] = None) -> int:
 
     out = Path(a.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not a.overwrite:
-        raise CheckpointError("output folder is not empty", where=str(out), fix="choose a new --out, or pass --overwrite")
+        raise CheckpointError(
+            "output folder is not empty", where=str(out), fix="choose a new --out, or pass --overwrite"
+        )
     src = find_model_dir(a.model)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise CheckpointError("--out is the model folder itself (or inside it)", where=str(out), fix="choose a new folder")
+        raise CheckpointError(
+            "--out is the model folder itself (or inside it)", where=str(out), fix="choose a new folder"
+        )
     tagger = Tagger.load(src, device="cpu", base_model=a.base_model)
     if tagger.is_adapter and not a.merge:
-        raise ConfigError("the model is a LoRA adapter; exporting a plain transformers model needs --merge", where="--merge",
-                          fix=f"tagtune export --model {a.model} --merge --out {a.out}")
+        raise ConfigError(
+            "the model is a LoRA adapter; exporting a plain transformers model needs --merge",
+            where="--merge",
+            fix=f"tagtune export --model {a.model} --merge --out {a.out}",
+        )
     if not tagger.is_adapter and a.merge:
         print("tagtune export: the model is already a full model; nothing to merge, writing a copy", file=sys.stderr)
     merged = tagger.merged()
@@ -711,6 +893,9 @@ def export_main(argv: Optional[list[str]] = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = sum(p.numel() for p in merged.model.parameters())
-    print(f"tagtune export: {'merged adapter + base' if tagger.is_adapter else 'full model'} ({n:,} parameters, "
-          f"{len(tagger.labels)} labels) -> {out}", file=sys.stderr)
+    print(
+        f"tagtune export: {'merged adapter + base' if tagger.is_adapter else 'full model'} ({n:,} parameters, "
+        f"{len(tagger.labels)} labels) -> {out}",
+        file=sys.stderr,
+    )
     return 0

@@ -17,15 +17,24 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from .errors import DataError
-from .outputs import (EPOCH_COLUMNS, PER_TAG_HEADER, TABLE_NOTE, atomic_write_text, csv_text, epoch_rows, markdown_table,
-                      per_tag_rows)
+from .outputs import (
+    EPOCH_COLUMNS,
+    PER_TAG_HEADER,
+    TABLE_NOTE,
+    atomic_write_text,
+    csv_text,
+    epoch_rows,
+    markdown_table,
+    per_tag_rows,
+)
 
 # ----------------------------------------------------------------------------------------
 # run directories
@@ -36,9 +45,9 @@ from .outputs import (EPOCH_COLUMNS, PER_TAG_HEADER, TABLE_NOTE, atomic_write_te
 class Run:
     dir: Path
     results: dict[str, Any]
-    epochs: list[dict[str, Any]]   # epochs.json rows (with per_tag) or results.json's
+    epochs: list[dict[str, Any]]  # epochs.json rows (with per_tag) or results.json's
     history: list[dict[str, Any]]  # history.jsonl rows
-    config: dict[str, Any]         # run_config.json ({} when absent)
+    config: dict[str, Any]  # run_config.json ({} when absent)
     label: str = ""
 
     @property
@@ -76,7 +85,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise DataError(f"cannot parse JSON: {err}", where=str(path), fix="re-run the training that wrote it") from None
+        raise DataError(
+            f"cannot parse JSON: {err}", where=str(path), fix="re-run the training that wrote it"
+        ) from None
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:
@@ -97,14 +108,20 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     res_p = d / "results.json"
     if not res_p.is_file():
         inner = sorted(str(p.parent) for p in d.glob("*/results.json")) if d.is_dir() else []
-        fix = (f"pass the run directories themselves, e.g. {' '.join(inner[:4])}" if inner else
-               "pass a finished run's output_dir (results.json is written at the end of training)")
+        fix = (
+            f"pass the run directories themselves, e.g. {' '.join(inner[:4])}"
+            if inner
+            else "pass a finished run's output_dir (results.json is written at the end of training)"
+        )
         raise DataError("no results.json: not a finished tagtune run directory", where=str(d), fix=fix)
     results = _read_json(res_p)
     epochs = _read_json(d / "epochs.json") if (d / "epochs.json").is_file() else list(results.get("epochs", []))
     config = _read_json(d / "run_config.json") if (d / "run_config.json").is_file() else {}
     run = Run(d, results, epochs, _read_history(d / "history.jsonl"), config)
-    run.label = config.get("run_name") or f"{results.get('recipe') or config.get('recipe', 'run')}-{short_name(run.model)}-{run.method}"
+    run.label = (
+        config.get("run_name")
+        or f"{results.get('recipe') or config.get('recipe', 'run')}-{short_name(run.model)}-{run.method}"
+    )
     return run
 
 
@@ -127,6 +144,7 @@ def slug(text: str) -> str:
 # figures (matplotlib's object API on the Agg canvas: no display, no global pyplot state)
 # ----------------------------------------------------------------------------------------
 
+
 def _figure(width: float, height: float, dpi: int):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -136,7 +154,9 @@ def _figure(width: float, height: float, dpi: int):
     return fig
 
 
-def frequency_order(labels: Sequence[str], matrix: np.ndarray, train_counts: Optional[dict[str, int]] = None) -> list[int]:
+def frequency_order(
+    labels: Sequence[str], matrix: np.ndarray, train_counts: Optional[dict[str, int]] = None
+) -> list[int]:
     """Indices of the tags seen in gold or predictions, most frequent gold tag first
     (ties: training frequency, then name)."""
     support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
@@ -151,7 +171,9 @@ def row_normalised(matrix: np.ndarray) -> np.ndarray:
     return np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
 
 
-def confusion_figure(labels: Sequence[str], matrix: Any, title: str = "", train_counts: Optional[dict[str, int]] = None):
+def confusion_figure(
+    labels: Sequence[str], matrix: Any, title: str = "", train_counts: Optional[dict[str, int]] = None
+):
     """Row-normalised confusion matrix (true tag x predicted tag), tags ordered by frequency.
     The canvas grows with the tag count so 48 tags keep readable ticks."""
     m = np.asarray(matrix, dtype=np.int64)
@@ -166,7 +188,9 @@ def confusion_figure(labels: Sequence[str], matrix: Any, title: str = "", train_
     from matplotlib.colors import PowerNorm
 
     # square-root colour scale: 1-2 % confusions (most POS errors) stay visible beside a 0.97 diagonal
-    img = ax.imshow(norm, cmap="Blues", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), interpolation="nearest", aspect="equal")
+    img = ax.imshow(
+        norm, cmap="Blues", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), interpolation="nearest", aspect="equal"
+    )
     tick_size = 9 if n <= 20 else 7
     ax.set_xticks(range(len(tags)), tags, rotation=90, fontsize=tick_size)
     ax.set_yticks(range(len(tags)), tags, fontsize=tick_size)
@@ -182,8 +206,15 @@ def confusion_figure(labels: Sequence[str], matrix: Any, title: str = "", train_
         for i in range(len(tags)):
             for j in range(len(tags)):
                 if m[i, j]:
-                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{norm[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     cax = fig.add_axes(((side - 0.2) / (side + 1.0), 1.4 / side, 0.25 / (side + 1.0), (side - 2.2) / side))
     fig.colorbar(img, cax=cax, label="share of the true tag's words (square-root scale)")
     return fig
@@ -199,14 +230,28 @@ def loss_figure(history: Sequence[dict[str, Any]], epochs: Sequence[dict[str, An
         ax.plot(steps, losses, color="#1f77b4", linewidth=1.0, alpha=0.8, label="training loss (per logged step)")
     ep = [e for e in epochs if e.get("step") is not None]
     if ep:
-        ax.plot([e["step"] for e in ep], [e["train_loss"] for e in ep], "s--", color="#1f77b4", markersize=5,
-                label="training loss (epoch mean)")
+        ax.plot(
+            [e["step"] for e in ep],
+            [e["train_loss"] for e in ep],
+            "s--",
+            color="#1f77b4",
+            markersize=5,
+            label="training loss (epoch mean)",
+        )
     ev = [e for e in ep if e.get("eval_loss") is not None]
     if ev:
-        ax.plot([e["step"] for e in ev], [e["eval_loss"] for e in ev], "o-", color="#d62728", markersize=6,
-                label="validation loss (per epoch)")
+        ax.plot(
+            [e["step"] for e in ev],
+            [e["eval_loss"] for e in ev],
+            "o-",
+            color="#d62728",
+            markersize=6,
+            label="validation loss (per epoch)",
+        )
         for e in ev:
-            ax.annotate(f"ep {e['epoch']}", (e["step"], e["eval_loss"]), textcoords="offset points", xytext=(4, 6), fontsize=8)
+            ax.annotate(
+                f"ep {e['epoch']}", (e["step"], e["eval_loss"]), textcoords="offset points", xytext=(4, 6), fontsize=8
+            )
     values = [v for v in losses + [e["train_loss"] for e in ep] + [e["eval_loss"] for e in ev] if v and v > 0]
     if values and max(values) / min(values) > 20:
         ax.set_yscale("log")
@@ -248,6 +293,7 @@ def figure_rgb(fig: Any) -> np.ndarray:
 # tables
 # ----------------------------------------------------------------------------------------
 
+
 def _f(v: Any, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -274,7 +320,10 @@ def label_distribution_rows(results: dict[str, Any]) -> list[list[Any]]:
     train, ev = dict(map(tuple, dist.get("train", []))), dict(map(tuple, dist.get("eval", [])))
     nt, ne = sum(train.values()) or 1, sum(ev.values()) or 1
     tags = sorted(set(train) | set(ev), key=lambda t: (-train.get(t, 0), -ev.get(t, 0), t))
-    return [[t, train.get(t, 0), f"{100 * train.get(t, 0) / nt:.2f}", ev.get(t, 0), f"{100 * ev.get(t, 0) / ne:.2f}"] for t in tags]
+    return [
+        [t, train.get(t, 0), f"{100 * train.get(t, 0) / nt:.2f}", ev.get(t, 0), f"{100 * ev.get(t, 0) / ne:.2f}"]
+        for t in tags
+    ]
 
 
 LABEL_DIST_HEADER = ["Tag", "Train", "Train %", "Eval", "Eval %"]
@@ -298,24 +347,52 @@ def time_per_epoch(run: Run) -> Optional[float]:
     return float(np.mean(t)) if t else None
 
 
-COMPARISON_HEADER = ["Run", "Model", "Method", "Best accuracy (epoch)", "Final accuracy", "Best macro-F1 (epoch)",
-                     "Final macro-F1", "Final seqeval F1*", "Trainable params", "Trainable %", "Time/epoch (s)",
-                     "Peak memory (MiB)"]
+COMPARISON_HEADER = [
+    "Run",
+    "Model",
+    "Method",
+    "Best accuracy (epoch)",
+    "Final accuracy",
+    "Best macro-F1 (epoch)",
+    "Final macro-F1",
+    "Final seqeval F1*",
+    "Trainable params",
+    "Trainable %",
+    "Time/epoch (s)",
+    "Peak memory (MiB)",
+]
 
 
 def comparison_row(run: Run) -> list[str]:
     r = run.results
     ba, bae = _best(run, "accuracy")
     bm, bme = _best(run, "macro_f1")
-    return [run.label, short_name(run.model), run.method,
-            f"{_f(ba)} ({bae})" if ba is not None else "", _f(_final(run, "accuracy")),
-            f"{_f(bm)} ({bme})" if bm is not None else "", _f(_final(run, "macro_f1")), _f(_final(run, "seqeval_f1")),
-            f"{r['trainable_params']:,}" if "trainable_params" in r else "", _f(r.get("trainable_pct")),
-            _f(time_per_epoch(run), 1), _mib(r.get("peak_memory_bytes"))]
+    return [
+        run.label,
+        short_name(run.model),
+        run.method,
+        f"{_f(ba)} ({bae})" if ba is not None else "",
+        _f(_final(run, "accuracy")),
+        f"{_f(bm)} ({bme})" if bm is not None else "",
+        _f(_final(run, "macro_f1")),
+        _f(_final(run, "seqeval_f1")),
+        f"{r['trainable_params']:,}" if "trainable_params" in r else "",
+        _f(r.get("trainable_pct")),
+        _f(time_per_epoch(run), 1),
+        _mib(r.get("peak_memory_bytes")),
+    ]
 
 
-DELTA_HEADER = ["Comparison", "Δ final accuracy", "Δ final macro-F1", "Δ final seqeval F1*", "Δ best accuracy",
-                "Δ trainable % (points)", "Time/epoch ratio", "Peak memory ratio"]
+DELTA_HEADER = [
+    "Comparison",
+    "Δ final accuracy",
+    "Δ final macro-F1",
+    "Δ final seqeval F1*",
+    "Δ best accuracy",
+    "Δ trainable % (points)",
+    "Time/epoch ratio",
+    "Peak memory ratio",
+]
 
 
 def _d(a: Optional[float], b: Optional[float]) -> str:
@@ -342,15 +419,26 @@ def delta_pairs(runs: Sequence[Run]) -> list[tuple[str, Run, Run]]:
 
 
 def delta_row(name: str, a: Run, b: Run) -> list[str]:
-    return [name, _d(_final(a, "accuracy"), _final(b, "accuracy")), _d(_final(a, "macro_f1"), _final(b, "macro_f1")),
-            _d(_final(a, "seqeval_f1"), _final(b, "seqeval_f1")), _d(_best(a, "accuracy")[0], _best(b, "accuracy")[0]),
-            _d(a.results.get("trainable_pct"), b.results.get("trainable_pct")),
-            _ratio(time_per_epoch(a), time_per_epoch(b)),
-            _ratio(a.results.get("peak_memory_bytes"), b.results.get("peak_memory_bytes"))]
+    return [
+        name,
+        _d(_final(a, "accuracy"), _final(b, "accuracy")),
+        _d(_final(a, "macro_f1"), _final(b, "macro_f1")),
+        _d(_final(a, "seqeval_f1"), _final(b, "seqeval_f1")),
+        _d(_best(a, "accuracy")[0], _best(b, "accuracy")[0]),
+        _d(a.results.get("trainable_pct"), b.results.get("trainable_pct")),
+        _ratio(time_per_epoch(a), time_per_epoch(b)),
+        _ratio(a.results.get("peak_memory_bytes"), b.results.get("peak_memory_bytes")),
+    ]
 
 
-EFFICIENCY_HEADER = ["Run", "Trainable params", "Total params (peft count)", "Unique params", "Trainable %",
-                     "Saved model/adapter"]
+EFFICIENCY_HEADER = [
+    "Run",
+    "Trainable params",
+    "Total params (peft count)",
+    "Unique params",
+    "Trainable %",
+    "Saved model/adapter",
+]
 
 
 def efficiency_row(run: Run) -> list[str]:
@@ -359,18 +447,27 @@ def efficiency_row(run: Run) -> list[str]:
     def n(k: str) -> str:
         return f"{r[k]:,}" if k in r else ""
 
-    return [run.label, n("trainable_params"), n("total_params"), n("unique_params"), _f(r.get("trainable_pct")),
-            human_bytes(r.get("model_size_bytes"))]
+    return [
+        run.label,
+        n("trainable_params"),
+        n("total_params"),
+        n("unique_params"),
+        _f(r.get("trainable_pct")),
+        human_bytes(r.get("model_size_bytes")),
+    ]
 
 
 # ----------------------------------------------------------------------------------------
 # the report
 # ----------------------------------------------------------------------------------------
 
+
 def _topology(run: Run) -> str:
     r = run.results
-    return (f"{r.get('num_processes', '?')} process(es), {r.get('distributed_type', '?')}, "
-            f"precision {r.get('mixed_precision', '?')}, {r.get('global_steps', '?')} optimizer steps")
+    return (
+        f"{r.get('num_processes', '?')} process(es), {r.get('distributed_type', '?')}, "
+        f"precision {r.get('mixed_precision', '?')}, {r.get('global_steps', '?')} optimizer steps"
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -391,9 +488,12 @@ def build_report(runs: Sequence[Run], out: str | os.PathLike) -> Path:
     for i, members in enumerate(groups.values()):
         rows = label_distribution_rows(members[0].results)
         r0 = members[0].results
-        md += [f"Data of {', '.join(f'`{m.label}`' for m in members)}: {r0.get('train_sentences', '?')} training sentences, "
-               f"{r0.get('eval_sentences', '?')} evaluation sentences (split `{r0.get('eval_split', '?')}`), {len(rows)} tags, "
-               "sorted by training count.", ""]
+        md += [
+            f"Data of {', '.join(f'`{m.label}`' for m in members)}: {r0.get('train_sentences', '?')} training sentences, "
+            f"{r0.get('eval_sentences', '?')} evaluation sentences (split `{r0.get('eval_split', '?')}`), {len(rows)} tags, "
+            "sorted by training count.",
+            "",
+        ]
         md.append(_table(LABEL_DIST_HEADER, [[str(c) for c in row] for row in rows]))
         name = "label_distribution.csv" if i == 0 else f"label_distribution_{i + 1}.csv"
         atomic_write_text(out / name, csv_text(LABEL_DIST_HEADER, rows))
@@ -406,14 +506,23 @@ def build_report(runs: Sequence[Run], out: str | os.PathLike) -> Path:
     if pairs:
         md += ["", "Deltas (other − baseline; ratios other / baseline):", ""]
         md.append(_table(DELTA_HEADER, [delta_row(*p) for p in pairs]))
-    md += ["", "\\* seqeval F1 is report-compatible only (seqeval misreads POS tags as IOB chunks); accuracy and "
-           "macro-F1 are the primary metrics. Time/epoch is training time; peak memory is "
-           + ", ".join(sorted({str(r.results.get('peak_memory_kind', '?')) for r in runs})) + ".", ""]
+    md += [
+        "",
+        "\\* seqeval F1 is report-compatible only (seqeval misreads POS tags as IOB chunks); accuracy and "
+        "macro-F1 are the primary metrics. Time/epoch is training time; peak memory is "
+        + ", ".join(sorted({str(r.results.get("peak_memory_kind", "?")) for r in runs}))
+        + ".",
+        "",
+    ]
 
     md += ["## Parameter efficiency", ""]
     md.append(_table(EFFICIENCY_HEADER, [efficiency_row(r) for r in runs]))
-    md += ["", "Total counts a LoRA classifier twice (peft's frozen original and trainable copy), as peft reports it; "
-           "unique counts each weight once.", ""]
+    md += [
+        "",
+        "Total counts a LoRA classifier twice (peft's frozen original and trainable copy), as peft reports it; "
+        "unique counts each weight once.",
+        "",
+    ]
 
     # Tables 3-6 and Figures 1-2, one section per run
     md += ["## Runs", ""]
@@ -428,8 +537,12 @@ def build_report(runs: Sequence[Run], out: str | os.PathLike) -> Path:
         if cm:
             train_counts = dict(map(tuple, r.results.get("label_distribution", {}).get("train", [])))
             acc = _final(r, "accuracy")
-            title = f"{r.label}: confusion matrix, rows normalised" + (f" (accuracy {acc:.4f})" if acc is not None else "")
-            png = save_png(confusion_figure(cm["labels"], cm["matrix"], title, train_counts), out / f"confusion_{s}.png")
+            title = f"{r.label}: confusion matrix, rows normalised" + (
+                f" (accuracy {acc:.4f})" if acc is not None else ""
+            )
+            png = save_png(
+                confusion_figure(cm["labels"], cm["matrix"], title, train_counts), out / f"confusion_{s}.png"
+            )
             md += [f"![confusion matrix of {r.label}]({png.name})", ""]
         else:
             md += ["(no confusion matrix: the run did not evaluate)", ""]
@@ -444,7 +557,9 @@ def build_report(runs: Sequence[Run], out: str | os.PathLike) -> Path:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="tagtune report", description="Markdown tables and PNG figures from tagtune run directories.")
+    ap = argparse.ArgumentParser(
+        prog="tagtune report", description="Markdown tables and PNG figures from tagtune run directories."
+    )
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (each holds results.json)")
     ap.add_argument("--out", required=True, metavar="DIR", help="folder for report.md, CSVs and PNGs (created)")
     args = ap.parse_args(argv)

@@ -95,7 +95,9 @@ def build_tokenizer(arch: str):
         tok.train_from_iterator(text, trainers.WordPieceTrainer(vocab_size=160, special_tokens=specials))
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
         )
         tok.decoder = decoders.WordPiece()
         return BertTokenizerFast(tokenizer_object=tok, do_lower_case=False, model_max_length=128)
@@ -105,10 +107,15 @@ def build_tokenizer(arch: str):
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-        tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
-                                                          add_prefix_space=True)
+        tok.train_from_iterator(
+            text,
+            trainers.BpeTrainer(
+                vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            ),
+        )
+        tok.post_processor = processors.RobertaProcessing(
+            ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=True
+        )
         tok.decoder = decoders.ByteLevel()
         return RobertaTokenizerFast(tokenizer_object=tok, add_prefix_space=True, model_max_length=128)
     raise ValueError(f"unknown synthetic architecture '{arch}'; use synthetic:bert or synthetic:roberta")
@@ -117,8 +124,16 @@ def build_tokenizer(arch: str):
 def build_model_config(arch: str, vocab_size: int, pad_token_id: int):
     from transformers import BertConfig, RobertaConfig
 
-    common = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=pad_token_id)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=pad_token_id,
+    )
     if arch == "bert":
         return BertConfig(max_position_embeddings=128, **common)
     return RobertaConfig(max_position_embeddings=130, type_vocab_size=1, **common)

@@ -21,7 +21,11 @@ logger = logging.getLogger(__name__)
 PACKAGE = {"wandb": "wandb", "tensorboard": "tensorboard"}
 
 # train.py logs each epoch's whole row under eval/; these two are not evaluation metrics
-RENAME = {"eval/train_loss": "train/epoch_loss", "eval/epoch_time_s": "time/epoch_s", "eval/eval_time_s": "time/eval_s"}
+RENAME = {
+    "eval/train_loss": "train/epoch_loss",
+    "eval/epoch_time_s": "time/epoch_s",
+    "eval/eval_time_s": "time/eval_s",
+}
 
 CONFUSION_KEY = "eval/confusion_matrix"
 
@@ -55,12 +59,17 @@ def resolve_report_to(report_to: str) -> Optional[str]:
             logger.info("report_to=auto: no W&B login found, logging offline (WANDB_MODE=offline)")
             os.environ["WANDB_MODE"] = "offline"
     if report_to not in PACKAGE:
-        raise ConfigError(f"unknown tracker '{report_to}'", where="config field 'report_to'",
-                          fix=f"use one of {['auto', *PACKAGE, 'none']}")
+        raise ConfigError(
+            f"unknown tracker '{report_to}'",
+            where="config field 'report_to'",
+            fix=f"use one of {['auto', *PACKAGE, 'none']}",
+        )
     if importlib.util.find_spec(PACKAGE[report_to]) is None:
-        raise ConfigError(f"tracker '{report_to}' requested but the '{PACKAGE[report_to]}' package is not installed",
-                          where="config field 'report_to'",
-                          fix=f"pip install {PACKAGE[report_to]}, or pass --report_to none")
+        raise ConfigError(
+            f"tracker '{report_to}' requested but the '{PACKAGE[report_to]}' package is not installed",
+            where="config field 'report_to'",
+            fix=f"pip install {PACKAGE[report_to]}, or pass --report_to none",
+        )
     return report_to
 
 
@@ -78,9 +87,13 @@ def init(accelerator: Any, cfg: Any, tracker: Optional[str], config: dict[str, A
         name = run_name(cfg)
         if os.environ.get("WANDB_SWEEP_ID") and not cfg.run_name:  # a sweep's trials share one config: tell them apart
             name = f"{name}-{os.environ.get('WANDB_RUN_ID', '')}".rstrip("-")
-        init_kwargs["wandb"] = {"name": name, "group": cfg.run_group or cfg.model_short_name,
-                                "dir": cfg.output_dir, "job_type": cfg.method,
-                                "tags": [cfg.recipe, cfg.model_short_name, cfg.method]}
+        init_kwargs["wandb"] = {
+            "name": name,
+            "group": cfg.run_group or cfg.model_short_name,
+            "dir": cfg.output_dir,
+            "job_type": cfg.method,
+            "tags": [cfg.recipe, cfg.model_short_name, cfg.method],
+        }
     from .outputs import redact  # a token pasted into --run_name/--run_group must not reach the tracker
 
     accelerator.init_trackers(redact(cfg.project), config=_flat_config(config), init_kwargs=redact(init_kwargs))
@@ -92,8 +105,11 @@ def init(accelerator: Any, cfg: Any, tracker: Optional[str], config: dict[str, A
         else:
             logger.info("wandb run: %s (local files in %s)", getattr(run, "url", None), run_dir)
     elif accelerator.is_main_process and tracker == "tensorboard":
-        logger.info("tensorboard: events written to %s (view with `tensorboard --logdir %s`)",
-                    accelerator.get_tracker("tensorboard", unwrap=True).log_dir, accelerator.logging_dir)
+        logger.info(
+            "tensorboard: events written to %s (view with `tensorboard --logdir %s`)",
+            accelerator.get_tracker("tensorboard", unwrap=True).log_dir,
+            accelerator.logging_dir,
+        )
 
 
 def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -114,13 +130,28 @@ def summary(accelerator: Any, tracker: Optional[str], values: dict[str, Any]) ->
         run = accelerator.get_tracker("wandb", unwrap=True)
         run.summary.update(values)
     else:
-        accelerator.log({f"summary/{k}": v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-                        step=0)
+        accelerator.log(
+            {f"summary/{k}": v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            step=0,
+        )
 
 
-SUMMARY_KEYS = ("trainable_params", "total_params", "unique_params", "trainable_pct", "model_size_bytes",
-                "peak_memory_bytes", "peak_memory_kind", "wall_time_s", "train_time_s", "epoch_times_s",
-                "num_processes", "distributed_type", "mixed_precision", "global_steps")
+SUMMARY_KEYS = (
+    "trainable_params",
+    "total_params",
+    "unique_params",
+    "trainable_pct",
+    "model_size_bytes",
+    "peak_memory_bytes",
+    "peak_memory_kind",
+    "wall_time_s",
+    "train_time_s",
+    "epoch_times_s",
+    "num_processes",
+    "distributed_type",
+    "mixed_precision",
+    "global_steps",
+)
 FINAL_METRICS = ("accuracy", "macro_f1", "weighted_f1", "seqeval_f1", "eval_loss")
 
 
@@ -171,8 +202,14 @@ def _epoch_table_rows(epochs: list[dict[str, Any]]) -> tuple[list[str], list[lis
     return header, [[e.get(k) for _, k in EPOCH_COLUMNS] + [e.get("epoch_time_s")] for e in epochs]
 
 
-def _wandb_final(accelerator: Any, cm: Optional[dict[str, Any]], figure: Any, per_tag: Optional[dict[str, Any]],
-                 epochs: list[dict[str, Any]], step: int) -> None:
+def _wandb_final(
+    accelerator: Any,
+    cm: Optional[dict[str, Any]],
+    figure: Any,
+    per_tag: Optional[dict[str, Any]],
+    epochs: list[dict[str, Any]],
+    step: int,
+) -> None:
     import wandb
 
     values: dict[str, Any] = {}
@@ -182,14 +219,18 @@ def _wandb_final(accelerator: Any, cm: Optional[dict[str, Any]], figure: Any, pe
         # the table wandb.plot.confusion_matrix builds, from counts (it would loop over every word)
         data = [[labels[i], labels[j], int(matrix[i][j])] for i in range(len(labels)) for j in range(len(labels))]
         values[f"{CONFUSION_KEY}_chart"] = wandb.plot_table(
-            "wandb/confusion_matrix/v1", wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=data),
-            {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"}, {"title": "Confusion matrix"})
+            "wandb/confusion_matrix/v1",
+            wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=data),
+            {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
+            {"title": "Confusion matrix"},
+        )
     if per_tag:
         from .outputs import PER_TAG_HEADER
 
         rows = sorted(per_tag.items(), key=lambda kv: (-kv[1]["support"], kv[0]))
-        values["eval/per_tag"] = wandb.Table(columns=PER_TAG_HEADER, data=[
-            [t, m["precision"], m["recall"], m["f1"], m["support"]] for t, m in rows])
+        values["eval/per_tag"] = wandb.Table(
+            columns=PER_TAG_HEADER, data=[[t, m["precision"], m["recall"], m["f1"], m["support"]] for t, m in rows]
+        )
     if epochs:
         header, rows = _epoch_table_rows(epochs)
         values["eval/epochs"] = wandb.Table(columns=header, data=rows)
@@ -197,16 +238,20 @@ def _wandb_final(accelerator: Any, cm: Optional[dict[str, Any]], figure: Any, pe
         accelerator.log(values, step=step)
 
 
-def _tensorboard_final(accelerator: Any, figure: Any, per_tag: Optional[dict[str, Any]],
-                       epochs: list[dict[str, Any]], step: int) -> None:
+def _tensorboard_final(
+    accelerator: Any, figure: Any, per_tag: Optional[dict[str, Any]], epochs: list[dict[str, Any]], step: int
+) -> None:
     from .outputs import PER_TAG_HEADER, epoch_table_markdown, markdown_table, per_tag_rows
 
     writer = accelerator.get_tracker("tensorboard", unwrap=True)
     if figure is not None:
         writer.add_image(CONFUSION_KEY, figure, global_step=step, dataformats="HWC")
     if per_tag:
-        writer.add_text("eval/per_tag", markdown_table(PER_TAG_HEADER, [[str(c) for c in r] for r in per_tag_rows(per_tag)]),
-                        global_step=step)
+        writer.add_text(
+            "eval/per_tag",
+            markdown_table(PER_TAG_HEADER, [[str(c) for c in r] for r in per_tag_rows(per_tag)]),
+            global_step=step,
+        )
     if epochs:
         writer.add_text("eval/epochs", epoch_table_markdown(epochs), global_step=step)
     writer.flush()

@@ -28,8 +28,17 @@ from .errors import ConfigError, TagtuneError
 from .features import Collator, FeatureDataset, Features, LengthGroupedBatchSampler, build_features, load_tokenizer
 from .metrics import compute_metrics, confusion, label_distribution
 from .modeling import build_model, count_parameters, resolve_model_path
-from .outputs import (RUN_MARKER, atomic_write_json, atomic_write_text, check_output_dir, dir_size,
-                      epoch_table_text, redact, write_epoch_outputs, write_history)
+from .outputs import (
+    RUN_MARKER,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    dir_size,
+    epoch_table_text,
+    redact,
+    write_epoch_outputs,
+    write_history,
+)
 
 logger = logging.getLogger("tagtune")
 
@@ -37,6 +46,7 @@ logger = logging.getLogger("tagtune")
 # ----------------------------------------------------------------------------------------
 # set-up: precision, accelerator
 # ----------------------------------------------------------------------------------------
+
 
 def resolve_precision(requested: Optional[str]) -> str:
     """fp16 on a GPU (loss scaling); bf16 only on compute capability >= 8.0; fp32 on CPU for fp16."""
@@ -49,7 +59,9 @@ def resolve_precision(requested: Optional[str]) -> str:
             raise ConfigError(
                 f"bf16 requested but {torch.cuda.get_device_name()} (compute capability {major}.{minor}) has no bf16 "
                 "hardware; torch may emulate it about 4x slower",
-                where="mixed_precision", fix="use fp16 on this GPU (e.g. --mixed_precision fp16 or accelerate_configs/single_t4_fp16.yaml)")
+                where="mixed_precision",
+                fix="use fp16 on this GPU (e.g. --mixed_precision fp16 or accelerate_configs/single_t4_fp16.yaml)",
+            )
     elif mp == "fp16":
         # Accelerate would keep saying fp16 while running fp32; say so and run fp32 explicitly.
         logger.warning("fp16 needs a GPU; running in fp32 on CPU")
@@ -73,7 +85,9 @@ def make_accelerator(cfg: TrainConfig, tracker: Optional[str]):
         mixed_precision=resolve_precision(cfg.mixed_precision),
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         log_with=tracker,
-        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, "tb")),
+        project_config=ProjectConfiguration(
+            project_dir=cfg.output_dir, logging_dir=os.path.join(cfg.output_dir, "tb")
+        ),
         # each global batch is split across processes: same data per step at any world size
         # non_blocking: batches come from pinned memory on CUDA, so the copy overlaps the previous step
         dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=torch.cuda.is_available()),
@@ -88,22 +102,35 @@ def make_accelerator(cfg: TrainConfig, tracker: Optional[str]):
             where="launch command",
             fix="on CPU set ACCELERATE_USE_CPU=1 for DDP (not with DeepSpeed); see README 'Scaling out'",
         )
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and \
-            accelerator.distributed_type != DistributedType.DEEPSPEED:
-        raise ConfigError("DeepSpeed was requested but Accelerate did not enable it (ACCELERATE_USE_CPU=1 drops it)",
-                          where="launch environment", fix="unset ACCELERATE_USE_CPU when launching with DeepSpeed")
+    if (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        and accelerator.distributed_type != DistributedType.DEEPSPEED
+    ):
+        raise ConfigError(
+            "DeepSpeed was requested but Accelerate did not enable it (ACCELERATE_USE_CPU=1 drops it)",
+            where="launch environment",
+            fix="unset ACCELERATE_USE_CPU when launching with DeepSpeed",
+        )
     return accelerator
 
 
 def peak_memory_bytes() -> dict[str, Any]:
     if torch.cuda.is_available():
         return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated()), "peak_memory_kind": "cuda_max_allocated"}
-    return {"peak_memory_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak_memory_kind": "cpu_peak_rss"}
+    return {
+        "peak_memory_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+        "peak_memory_kind": "cpu_peak_rss",
+    }
 
 
 def setup_logging(main: bool) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.INFO if main else logging.WARNING, stream=sys.stdout, force=False)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        level=logging.INFO if main else logging.WARNING,
+        stream=sys.stdout,
+        force=False,
+    )
     logger.setLevel(logging.INFO if main else logging.WARNING)
     for name in ("tagtune", "tagtune.data", "tagtune.tracking"):
         logging.getLogger(name).setLevel(logging.INFO if main else logging.WARNING)
@@ -113,6 +140,7 @@ def setup_logging(main: bool) -> None:
 # optimisation
 # ----------------------------------------------------------------------------------------
 
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases and normalisation weights (any 1-D parameter)."""
     decay, no_decay = [], []
@@ -120,9 +148,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
         if not p.requires_grad:
             continue
         ndim = len(getattr(p, "ds_shape", p.shape))  # ZeRO-3 init leaves every weight an empty 1-D shard
-        (no_decay if ndim < 2 or name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+        (
+            no_decay if ndim < 2 or name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name else decay
+        ).append(p)
     # DeepSpeed drops empty groups, which would leave the LR schedule with one group too many
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    return [
+        g
+        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+        if g["params"]
+    ]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, loss_scaling: bool = False) -> torch.optim.Optimizer:
@@ -139,6 +173,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, loss_scaling: bool 
 # evaluation
 # ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class EvalResult:
     metrics: dict[str, Any]
@@ -149,7 +184,9 @@ class EvalResult:
 MODEL_INPUTS = ("input_ids", "attention_mask")
 
 
-def evaluate(accelerator: Any, model: torch.nn.Module, loader: Any, features: Features, labels: list[str]) -> EvalResult:
+def evaluate(
+    accelerator: Any, model: torch.nn.Module, loader: Any, features: Features, labels: list[str]
+) -> EvalResult:
     """One pass over the evaluation split; every word is scored exactly once across processes."""
     from accelerate.utils import DistributedType
 
@@ -164,7 +201,9 @@ def evaluate(accelerator: Any, model: torch.nn.Module, loader: Any, features: Fe
             logits = model(**{k: batch[k] for k in MODEL_INPUTS}).logits
             word_ids = batch["word_ids"]
             gold = torch.where(word_ids >= 0, batch["labels"], -100)
-            tok_loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), gold, ignore_index=-100, reduction="none")
+            tok_loss = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), gold, ignore_index=-100, reduction="none"
+            )
             sent = batch["sent_ids"][:, None].expand_as(word_ids)
             rows.append(torch.stack([sent, word_ids, gold, logits.argmax(-1)], dim=-1).flatten(0, 1))
             losses.append(tok_loss.flatten())
@@ -205,6 +244,7 @@ def evaluate(accelerator: Any, model: torch.nn.Module, loader: Any, features: Fe
 # the run
 # ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class RunState:
     global_step: int = 0
@@ -214,13 +254,20 @@ class RunState:
     overflow_steps: int = 0  # fp16 steps skipped by loss scaling (gradient overflow)
 
 
-def _loader(features: Features, batch_size: int, cfg: TrainConfig, pad_id: int, pad_multiple: Optional[int], shuffle: bool):
-    sampler = LengthGroupedBatchSampler(features.lengths, batch_size, cfg.seed, shuffle=shuffle, group_by_length=cfg.group_by_length)
+def _loader(
+    features: Features, batch_size: int, cfg: TrainConfig, pad_id: int, pad_multiple: Optional[int], shuffle: bool
+):
+    sampler = LengthGroupedBatchSampler(
+        features.lengths, batch_size, cfg.seed, shuffle=shuffle, group_by_length=cfg.group_by_length
+    )
     # Its own generator: starting an epoch's iterator then draws no number from the global torch RNG
     # (dropout's), which a checkpoint restores at a step boundary, so a resumed run stays bitwise exact.
     loader = torch.utils.data.DataLoader(
-        FeatureDataset(features), batch_sampler=sampler, collate_fn=Collator(features, pad_id, pad_multiple),
-        num_workers=cfg.dataloader_num_workers, pin_memory=torch.cuda.is_available(),
+        FeatureDataset(features),
+        batch_sampler=sampler,
+        collate_fn=Collator(features, pad_id, pad_multiple),
+        num_workers=cfg.dataloader_num_workers,
+        pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     return loader, sampler
@@ -234,45 +281,82 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     t_start = time.time()
     tracker = tracking.resolve_report_to(cfg.report_to)
     resume_path = ckpt.resolve_resume(cfg.output_dir, cfg.resume_from_checkpoint)
-    if cfg.resume_from_checkpoint == "latest" and resume_path is None and not cfg.overwrite_output_dir \
-            and (Path(cfg.output_dir) / RUN_MARKER).exists():
-        raise ckpt.CheckpointError("--resume_from_checkpoint latest: no complete checkpoint under checkpoints/, "
-                                   "and the folder holds another run", where=str(cfg.output_dir),
-                                   fix="pass --overwrite_output_dir true to start that run over, or choose another --output_dir")
+    if (
+        cfg.resume_from_checkpoint == "latest"
+        and resume_path is None
+        and not cfg.overwrite_output_dir
+        and (Path(cfg.output_dir) / RUN_MARKER).exists()
+    ):
+        raise ckpt.CheckpointError(
+            "--resume_from_checkpoint latest: no complete checkpoint under checkpoints/, "
+            "and the folder holds another run",
+            where=str(cfg.output_dir),
+            fix="pass --overwrite_output_dir true to start that run over, or choose another --output_dir",
+        )
     check_output_dir(cfg.output_dir, cfg.overwrite_output_dir, resuming=resume_path is not None)
     accelerator = make_accelerator(cfg, tracker)
     if resume_path is None and cfg.overwrite_output_dir and accelerator.is_main_process:
         ckpt.clear_checkpoints(cfg.output_dir)
     setup_logging(accelerator.is_main_process)
-    topology = {"num_processes": accelerator.num_processes, "distributed_type": accelerator.distributed_type.value,
-                "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device)}
+    topology = {
+        "num_processes": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
+        "mixed_precision": accelerator.mixed_precision,
+        "device": str(accelerator.device),
+    }
     logger.info("launch: %s", topology)
     set_seed(cfg.seed)
 
     # ---- data and features --------------------------------------------------------------
     corpus: Corpus = load_corpus(cfg, logger)
-    logger.info("data: %d train / %d %s sentences, %d labels", len(corpus.train), len(corpus.eval), corpus.eval_split, len(corpus.labels))
+    logger.info(
+        "data: %d train / %d %s sentences, %d labels",
+        len(corpus.train),
+        len(corpus.eval),
+        corpus.eval_split,
+        len(corpus.labels),
+    )
     with accelerator.main_process_first():  # a synthetic model is built once, by rank 0
         model_path = resolve_model_path(cfg.model_name_or_path)
-        tokenizer = load_tokenizer(resolve_model_path(cfg.tokenizer_name) if cfg.tokenizer_name else model_path, cfg.trust_remote_code)
+        tokenizer = load_tokenizer(
+            resolve_model_path(cfg.tokenizer_name) if cfg.tokenizer_name else model_path, cfg.trust_remote_code
+        )
     label2id = corpus.label2id
     feat_kw = dict(max_length=cfg.max_length, stride=cfg.stride, label_all_subtokens=cfg.label_all_subtokens)
-    train_f = build_features([s.words for s in corpus.train], [s.tags for s in corpus.train], tokenizer, label2id, **feat_kw)
-    eval_f = build_features([s.words for s in corpus.eval], [s.tags for s in corpus.eval], tokenizer, label2id, **feat_kw)
+    train_f = build_features(
+        [s.words for s in corpus.train], [s.tags for s in corpus.train], tokenizer, label2id, **feat_kw
+    )
+    eval_f = build_features(
+        [s.words for s in corpus.eval], [s.tags for s in corpus.eval], tokenizer, label2id, **feat_kw
+    )
     pad_multiple = 8 if accelerator.mixed_precision in ("fp16", "bf16") else None
     n = accelerator.num_processes
-    train_dl, train_sampler = _loader(train_f, cfg.per_device_train_batch_size * n, cfg, tokenizer.pad_token_id, pad_multiple, True)
+    train_dl, train_sampler = _loader(
+        train_f, cfg.per_device_train_batch_size * n, cfg, tokenizer.pad_token_id, pad_multiple, True
+    )
     eval_dl, _ = _loader(eval_f, cfg.per_device_eval_batch_size * n, cfg, tokenizer.pad_token_id, pad_multiple, False)
 
     # what a checkpoint must share with this run to be resumed by it
-    zero_stage = accelerator.state.deepspeed_plugin.zero_stage if accelerator.distributed_type == DistributedType.DEEPSPEED else 0
-    identity = {"labels": corpus.labels, "model_name_or_path": cfg.model_name_or_path, "method": cfg.method,
-                "lora": [cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules] if cfg.method == "lora" else None,
-                "world_size": n, "distributed_type": accelerator.distributed_type.value, "zero_stage": zero_stage,
-                "mixed_precision": accelerator.mixed_precision, "seed": cfg.seed, "group_by_length": cfg.group_by_length,
-                "global_batch_size": cfg.per_device_train_batch_size * n,
-                "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-                "data_fingerprint": ckpt.data_fingerprint(train_f.input_ids)}
+    zero_stage = (
+        accelerator.state.deepspeed_plugin.zero_stage
+        if accelerator.distributed_type == DistributedType.DEEPSPEED
+        else 0
+    )
+    identity = {
+        "labels": corpus.labels,
+        "model_name_or_path": cfg.model_name_or_path,
+        "method": cfg.method,
+        "lora": [cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules] if cfg.method == "lora" else None,
+        "world_size": n,
+        "distributed_type": accelerator.distributed_type.value,
+        "zero_stage": zero_stage,
+        "mixed_precision": accelerator.mixed_precision,
+        "seed": cfg.seed,
+        "group_by_length": cfg.group_by_length,
+        "global_batch_size": cfg.per_device_train_batch_size * n,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "data_fingerprint": ckpt.data_fingerprint(train_f.input_ids),
+    }
     resume_meta = ckpt.read_meta(resume_path) if resume_path is not None else None
 
     # ---- model, optimiser, schedule -----------------------------------------------------
@@ -290,18 +374,32 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     if resume_meta is not None:
         ckpt.check_compatible(resume_meta, identity, resume_path)
     warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
-    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
+    )
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = cfg.per_device_train_batch_size  # our loader has a batch sampler
-        if ds.get("gradient_clipping", "auto") == "auto":  # Accelerate would fill 1.0; DeepSpeed clips, not clip_grad_norm_
+        if (
+            ds.get("gradient_clipping", "auto") == "auto"
+        ):  # Accelerate would fill 1.0; DeepSpeed clips, not clip_grad_norm_
             ds["gradient_clipping"] = cfg.max_grad_norm
-    model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, eval_dl, scheduler)
+    model, optimizer, train_dl, eval_dl, scheduler = accelerator.prepare(
+        model, optimizer, train_dl, eval_dl, scheduler
+    )
     if resume_path is not None:  # before anything is written: a checkpoint that fails to load changes nothing
         ckpt.load(accelerator, resume_path)  # weights, optimizer, schedule, scaler, RNG, accumulation counter
 
-    run_config = redact({**cfg.to_dict(), **topology, **counts.as_dict(), "labels": corpus.labels,
-                         "num_labels": len(corpus.labels), "eval_split_name": corpus.eval_split})
+    run_config = redact(
+        {
+            **cfg.to_dict(),
+            **topology,
+            **counts.as_dict(),
+            "labels": corpus.labels,
+            "num_labels": len(corpus.labels),
+            "eval_split_name": corpus.eval_split,
+        }
+    )
     if accelerator.is_main_process:
         atomic_write_json(Path(cfg.output_dir) / RUN_MARKER, run_config)
     if tracker == "wandb" and (resume_meta or {}).get("tracker_run_id"):
@@ -311,18 +409,31 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- loop ---------------------------------------------------------------------------
     state = RunState()
-    logger.info("training: %d epochs, %d optimizer steps (%d per epoch), global batch %d", num_epochs, total_steps,
-                steps_per_epoch, cfg.per_device_train_batch_size * n * cfg.gradient_accumulation_steps)
+    logger.info(
+        "training: %d epochs, %d optimizer steps (%d per epoch), global batch %d",
+        num_epochs,
+        total_steps,
+        steps_per_epoch,
+        cfg.per_device_train_batch_size * n * cfg.gradient_accumulation_steps,
+    )
     from tqdm.auto import tqdm
 
     # summed on device between log points: no host sync per step
     running = torch.zeros(3, device=accelerator.device)  # loss sum, micro-batches, real tokens
-    seen, padded_slots = torch.zeros(2, dtype=torch.long, device=accelerator.device), 0  # real sub-tokens, scored words; padded
+    seen, padded_slots = (
+        torch.zeros(2, dtype=torch.long, device=accelerator.device),
+        0,
+    )  # real sub-tokens, scored words; padded
     epoch_loss = torch.zeros(2, device=accelerator.device)
     health = ckpt.LossHealth(accelerator.device)
     overflow = ckpt.OverflowCounter(accelerator)  # fp16 steps skipped by loss scaling
-    totals = {"running": running, "seen": seen, "epoch_loss": epoch_loss, "loss_health": health.counts,
-              "overflow": overflow.count}
+    totals = {
+        "running": running,
+        "seen": seen,
+        "epoch_loss": epoch_loss,
+        "loss_health": health.counts,
+        "overflow": overflow.count,
+    }
     epoch_times: list[float] = []
     start_epoch, skip, result, last_ckpt = 0, 0, None, None
     if resume_path is not None:
@@ -332,22 +443,42 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         ckpt.totals_from_json(accelerator, t["totals"], totals)
         padded_slots = t["padded_slots"] if accelerator.is_main_process else 0
         last_ckpt = resume_path
-        logger.info("resumed from %s: step %d, epoch %d, %d batches of it already done", resume_path,
-                    state.global_step, start_epoch + 1, skip)
+        logger.info(
+            "resumed from %s: step %d, epoch %d, %d batches of it already done",
+            resume_path,
+            state.global_step,
+            start_epoch + 1,
+            skip,
+        )
 
     def save_checkpoint(epoch: int, batches: int) -> Optional[Path]:
         """A resumable checkpoint of this step boundary; none while the loss is NaN/inf (keep the last good one)."""
-        if health.check(accelerator, cfg.nonfinite_loss_patience, state.global_step, last_ckpt) > 0 \
-                or not ckpt.weights_finite(accelerator, model):
-            logger.warning("step %d: loss or weights NaN/inf, not saving a checkpoint over the last good one", state.global_step)
+        if health.check(
+            accelerator, cfg.nonfinite_loss_patience, state.global_step, last_ckpt
+        ) > 0 or not ckpt.weights_finite(accelerator, model):
+            logger.warning(
+                "step %d: loss or weights NaN/inf, not saving a checkpoint over the last good one", state.global_step
+            )
             return last_ckpt
-        slots = int(accelerator.reduce(torch.tensor([padded_slots], device=accelerator.device), reduction="sum").item())
-        meta = {**identity, "step": state.global_step, "tracker_run_id": ckpt.tracker_run_id(accelerator, tracker),
-                "config": redact(cfg.to_dict()),
-                "trainer": {"global_step": state.global_step, "epoch": epoch, "batches_in_epoch": batches,
-                            "history": state.history, "epochs": state.epochs, "epoch_times": epoch_times,
-                            "padded_slots": slots,
-                            "totals": ckpt.totals_to_json(accelerator, totals)}}
+        slots = int(
+            accelerator.reduce(torch.tensor([padded_slots], device=accelerator.device), reduction="sum").item()
+        )
+        meta = {
+            **identity,
+            "step": state.global_step,
+            "tracker_run_id": ckpt.tracker_run_id(accelerator, tracker),
+            "config": redact(cfg.to_dict()),
+            "trainer": {
+                "global_step": state.global_step,
+                "epoch": epoch,
+                "batches_in_epoch": batches,
+                "history": state.history,
+                "epochs": state.epochs,
+                "epoch_times": epoch_times,
+                "padded_slots": slots,
+                "totals": ckpt.totals_to_json(accelerator, totals),
+            },
+        }
         return ckpt.save(accelerator, cfg.output_dir, state.global_step, meta, cfg.save_total_limit)
 
     def preempted(path: Optional[Path]) -> ckpt.Preempted:
@@ -357,8 +488,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         tracking.finish(accelerator, tracker)
         return ckpt.Preempted(stop.received or "signal", path)
 
-    bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
-               desc="train", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=state.global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="train",
+        dynamic_ncols=True,
+    )
     window_t = time.time()
     model.train()
     with ckpt.StopSignal() as stop:
@@ -402,23 +538,38 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 if state.global_step % cfg.logging_steps == 0 or state.global_step == total_steps:
                     tot = accelerator.reduce(running, reduction="sum")
                     now = time.time()
-                    row = {"step": state.global_step, "epoch": epoch + 1, "train_loss": (tot[0] / tot[1]).item(),
-                           "learning_rate": scheduler.get_last_lr()[0],
-                           "tokens_per_second": tot[2].item() / max(now - window_t, 1e-9)}
+                    row = {
+                        "step": state.global_step,
+                        "epoch": epoch + 1,
+                        "train_loss": (tot[0] / tot[1]).item(),
+                        "learning_rate": scheduler.get_last_lr()[0],
+                        "tokens_per_second": tot[2].item() / max(now - window_t, 1e-9),
+                    }
                     if grad_norm is not None:
                         row["grad_norm"] = float(grad_norm)
                     if accelerator.mixed_precision == "fp16" or accelerator.scaler is not None:
                         state.overflow_steps = overflow.total()
                         row["overflow_steps"] = state.overflow_steps
                     state.history.append(row)
-                    tracking.log(accelerator, tracker, {f"train/{k}": v for k, v in row.items() if k != "step"}, state.global_step)
-                    bar.set_postfix(loss=f"{row['train_loss']:.4f}", lr=f"{row['learning_rate']:.2e}", tok_s=f"{row['tokens_per_second']:.0f}")
+                    tracking.log(
+                        accelerator,
+                        tracker,
+                        {f"train/{k}": v for k, v in row.items() if k != "step"},
+                        state.global_step,
+                    )
+                    bar.set_postfix(
+                        loss=f"{row['train_loss']:.4f}",
+                        lr=f"{row['learning_rate']:.2e}",
+                        tok_s=f"{row['tokens_per_second']:.0f}",
+                    )
                     running.zero_()
                     window_t = now
                     health.check(accelerator, cfg.nonfinite_loss_patience, state.global_step, last_ckpt)
                 done = state.global_step >= total_steps
                 stopping = stop.requested(accelerator)  # every step on every process: a collective when distributed
-                if stopping or (cfg.checkpointing_steps and state.global_step % cfg.checkpointing_steps == 0 and not done):
+                if stopping or (
+                    cfg.checkpointing_steps and state.global_step % cfg.checkpointing_steps == 0 and not done
+                ):
                     last_ckpt = save_checkpoint(epoch, batches)
                 if stopping:
                     raise preempted(last_ckpt)
@@ -426,17 +577,32 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                     break
             epoch_times.append(time.time() - epoch_t)
             tot = accelerator.reduce(epoch_loss, reduction="sum")
-            row = {"epoch": epoch + 1, "step": state.global_step, "train_loss": (tot[0] / tot[1]).item(),
-                   "epoch_time_s": epoch_times[-1]}
+            row = {
+                "epoch": epoch + 1,
+                "step": state.global_step,
+                "train_loss": (tot[0] / tot[1]).item(),
+                "epoch_time_s": epoch_times[-1],
+            }
             if cfg.eval_every_epoch and corpus.eval:
                 eval_t = time.time()
                 result = evaluate(accelerator, model, eval_dl, eval_f, corpus.labels)
                 row.update(result.metrics)
                 row["eval_time_s"] = time.time() - eval_t
-                logger.info("epoch %d: train loss %.4f, eval loss %.4f, accuracy %.4f, macro F1 %.4f, seqeval F1 (report-compatible) %.4f",
-                            epoch + 1, row["train_loss"], row["eval_loss"], row["accuracy"], row["macro_f1"], row["seqeval_f1"])
-                tracking.log(accelerator, tracker, {f"eval/{k}": v for k, v in row.items() if k not in ("per_tag", "step", "epoch")},
-                             state.global_step)
+                logger.info(
+                    "epoch %d: train loss %.4f, eval loss %.4f, accuracy %.4f, macro F1 %.4f, seqeval F1 (report-compatible) %.4f",
+                    epoch + 1,
+                    row["train_loss"],
+                    row["eval_loss"],
+                    row["accuracy"],
+                    row["macro_f1"],
+                    row["seqeval_f1"],
+                )
+                tracking.log(
+                    accelerator,
+                    tracker,
+                    {f"eval/{k}": v for k, v in row.items() if k not in ("per_tag", "step", "epoch")},
+                    state.global_step,
+                )
             state.epochs.append(row)
             if accelerator.is_main_process:
                 write_epoch_outputs(cfg.output_dir, state.epochs)
@@ -456,15 +622,30 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     seen_all = accelerator.reduce(torch.cat([seen, seen.new_tensor([padded_slots])]), reduction="sum").tolist()
     results: dict[str, Any] = {
-        "recipe": cfg.recipe, "model": cfg.model_name_or_path, "method": cfg.method, **topology, **counts.as_dict(),
-        **peak_memory_bytes(), "wall_time_s": time.time() - t_start, "epoch_times_s": epoch_times,
-        "train_sentences": len(corpus.train), "eval_sentences": len(corpus.eval), "eval_split": corpus.eval_split,
-        "train_windows": len(train_f), "eval_words": eval_f.num_words, "global_steps": state.global_step,
+        "recipe": cfg.recipe,
+        "model": cfg.model_name_or_path,
+        "method": cfg.method,
+        **topology,
+        **counts.as_dict(),
+        **peak_memory_bytes(),
+        "wall_time_s": time.time() - t_start,
+        "epoch_times_s": epoch_times,
+        "train_sentences": len(corpus.train),
+        "eval_sentences": len(corpus.eval),
+        "eval_split": corpus.eval_split,
+        "train_windows": len(train_f),
+        "eval_words": eval_f.num_words,
+        "global_steps": state.global_step,
         # what the optimizer steps really consumed (tagtune bench reads these)
-        "train_time_s": sum(epoch_times), "train_tokens": seen_all[0], "train_words": seen_all[1], "train_padded_tokens": seen_all[2],
+        "train_time_s": sum(epoch_times),
+        "train_tokens": seen_all[0],
+        "train_words": seen_all[1],
+        "train_padded_tokens": seen_all[2],
         "labels": corpus.labels,
-        "label_distribution": {"train": label_distribution([s.tags for s in corpus.train]),
-                               "eval": label_distribution([s.tags for s in corpus.eval])},
+        "label_distribution": {
+            "train": label_distribution([s.tags for s in corpus.train]),
+            "eval": label_distribution([s.tags for s in corpus.eval]),
+        },
         "skipped_empty_sentences": corpus.skipped_empty,
         "resumed_from": str(resume_path) if resume_path is not None else None,
         "last_checkpoint": str(last_ckpt) if last_ckpt is not None else None,
@@ -476,18 +657,25 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         if result is None:  # resumed from the final checkpoint: the last epoch's predictions again (deterministic)
             result = evaluate(accelerator, model, eval_dl, eval_f, corpus.labels)
         results["final"] = {k: v for k, v in state.epochs[-1].items() if k != "per_tag"}
-        results["confusion_matrix"] = {"labels": corpus.labels,
-                                       "matrix": confusion([t for s in result.gold for t in s], [t for s in result.pred for t in s],
-                                                           corpus.labels).tolist()}
+        results["confusion_matrix"] = {
+            "labels": corpus.labels,
+            "matrix": confusion(
+                [t for s in result.gold for t in s], [t for s in result.pred for t in s], corpus.labels
+            ).tolist(),
+        }
     if cfg.save_model and accelerator.is_main_process:
         results["model_size_bytes"] = dir_size(model_dir)
     if accelerator.is_main_process:
         write_history(cfg.output_dir, state.history)
         atomic_write_json(Path(cfg.output_dir) / "results.json", results)
         if "confusion_matrix" in results:  # last evaluation word for word; `tagtune evaluate` writes the same format
-            atomic_write_text(Path(cfg.output_dir) / "eval_predictions.jsonl", "".join(
-                json.dumps({"words": s.words, "labels": g, "tags": p}, ensure_ascii=False) + "\n"
-                for s, g, p in zip(corpus.eval, result.gold, result.pred)))
+            atomic_write_text(
+                Path(cfg.output_dir) / "eval_predictions.jsonl",
+                "".join(
+                    json.dumps({"words": s.words, "labels": g, "tags": p}, ensure_ascii=False) + "\n"
+                    for s, g, p in zip(corpus.eval, result.gold, result.pred)
+                ),
+            )
         print("\n" + epoch_table_text(state.epochs))
         print(counts.line())
     tracking.log_final(accelerator, tracker, results, state.epochs)
@@ -495,13 +683,20 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     return results
 
 
-def save_model(accelerator: Any, model: torch.nn.Module, tokenizer: Any, out: Path, cfg: TrainConfig, labels: list[str]) -> None:
+def save_model(
+    accelerator: Any, model: torch.nn.Module, tokenizer: Any, out: Path, cfg: TrainConfig, labels: list[str]
+) -> None:
     """save_pretrained in safetensors; under ZeRO-3 the 16-bit weights are gathered first."""
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(out, state_dict=state_dict, is_main_process=accelerator.is_main_process,
-                              save_function=accelerator.save, safe_serialization=True)
+    unwrapped.save_pretrained(
+        out,
+        state_dict=state_dict,
+        is_main_process=accelerator.is_main_process,
+        save_function=accelerator.save,
+        safe_serialization=True,
+    )
     if accelerator.is_main_process:
         tokenizer.save_pretrained(out)
         atomic_write_json(out / "tagtune_config.json", redact({**cfg.to_dict(), "labels": labels}))

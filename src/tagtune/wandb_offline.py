@@ -15,9 +15,10 @@ import json
 import struct
 import sys
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from .errors import DataError
 
@@ -35,9 +36,12 @@ def read_record_bytes(path: str | Path) -> Iterator[bytes]:
     """Each complete record's bytes. A record cut off at the end (run still writing or killed) is dropped."""
     path = Path(path)
     data = path.read_bytes()
-    if data[:len(FILE_HEADER)] != FILE_HEADER:
-        raise DataError("not a W&B run file (bad header)", where=str(path),
-                        fix="pass a run-<id>.wandb file from <output_dir>/wandb/offline-run-*/")
+    if data[: len(FILE_HEADER)] != FILE_HEADER:
+        raise DataError(
+            "not a W&B run file (bad header)",
+            where=str(path),
+            fix="pass a run-<id>.wandb file from <output_dir>/wandb/offline-run-*/",
+        )
     pos, pending = len(FILE_HEADER), None
     while pos + CHUNK_HEADER <= len(data):
         left = BLOCK - pos % BLOCK
@@ -48,12 +52,15 @@ def read_record_bytes(path: str | Path) -> Iterator[bytes]:
         if kind == 0 and length == 0:  # zero-filled rest of a block
             pos += left
             continue
-        body = data[pos + CHUNK_HEADER:pos + CHUNK_HEADER + length]
+        body = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
         if len(body) < length:
             return
         if _chunk_crc(kind, body) != crc:
-            raise DataError(f"checksum mismatch in chunk at byte {pos}", where=str(path),
-                            fix="the file is corrupt; re-run, or read it with `wandb sync` to recover what it can")
+            raise DataError(
+                f"checksum mismatch in chunk at byte {pos}",
+                where=str(path),
+                fix="the file is corrupt; re-run, or read it with `wandb sync` to recover what it can",
+            )
         pos += CHUNK_HEADER + length
         if kind == FULL:
             yield body
@@ -172,8 +179,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     for p in runs:
         run = read_run(p)
-        print(json.dumps({"file": str(p), "id": run.run_id, "project": run.project, "name": run.name, "group": run.group,
-                          "history_rows": len(run.history), "summary": run.summary}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "file": str(p),
+                    "id": run.run_id,
+                    "project": run.project,
+                    "name": run.name,
+                    "group": run.group,
+                    "history_rows": len(run.history),
+                    "summary": run.summary,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         if args.history:
             for row in run.history:
                 print(json.dumps(row, default=str))

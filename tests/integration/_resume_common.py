@@ -11,13 +11,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
+from conftest import ROOT, subprocess_env
 from safetensors.torch import load_file
 
-from conftest import ROOT, subprocess_env
 from tagtune.checkpoint import list_checkpoints
 
 # things that measure time, not training
@@ -37,7 +37,9 @@ def material() -> Path:
     d.mkdir(parents=True, exist_ok=True)
     sp = generate_splits()
     for name, split, n in (("train", "train", 96), ("dev", "validation", 24)):
-        (d / f"{name}.jsonl").write_text("".join(json.dumps({"words": w, "labels": t}) + "\n" for w, t in sp[split][:n]))
+        (d / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"words": w, "labels": t}) + "\n" for w, t in sp[split][:n])
+        )
     shutil.copytree(synthetic_model_path("synthetic:bert"), d / "model")
     cfg = json.loads((d / "model" / "config.json").read_text())
     cfg.update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
@@ -48,10 +50,35 @@ def material() -> Path:
 def train_args(out: Path, *extra: str) -> list[str]:
     d = material()
     # 96 sentences / (4 x 2 accumulation) = 12 optimizer steps an epoch, 24 in all
-    return [sys.executable, "-m", "tagtune.cli", "train", "--dataset_name", "", "--train_file", str(d / "train.jsonl"),
-            "--validation_file", str(d / "dev.jsonl"), "--model_name_or_path", str(d / "model"),
-            "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2", "--num_train_epochs", "2",
-            "--learning_rate", "3e-3", "--logging_steps", "3", "--report_to", "none", "--output_dir", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "tagtune.cli",
+        "train",
+        "--dataset_name",
+        "",
+        "--train_file",
+        str(d / "train.jsonl"),
+        "--validation_file",
+        str(d / "dev.jsonl"),
+        "--model_name_or_path",
+        str(d / "model"),
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "2",
+        "--num_train_epochs",
+        "2",
+        "--learning_rate",
+        "3e-3",
+        "--logging_steps",
+        "3",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 ENV = dict(OMP_NUM_THREADS="1")  # one thread: fast under a loaded CI machine, same numbers as more threads
@@ -82,7 +109,9 @@ def start_and_wait(cmd: list[str], until: Callable[[], bool], timeout: float = 2
     while not until():
         if proc.poll() is not None:
             log.seek(0)
-            raise AssertionError(f"training ended (rc={proc.returncode}) before the awaited point:\n{log.read()[-3000:]}")
+            raise AssertionError(
+                f"training ended (rc={proc.returncode}) before the awaited point:\n{log.read()[-3000:]}"
+            )
         assert time.time() - t0 < timeout, "timed out waiting for the training process"
         time.sleep(0.005)
     return proc
@@ -106,17 +135,26 @@ def assert_same_run(a: Path, b: Path) -> None:
     wa, wb = load_file(str(a / "model" / "model.safetensors")), load_file(str(b / "model" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}: max |diff| " \
-                       f"{max(float((wa[k] - wb[k]).abs().max()) for k in differ):.3g}"
+    assert not differ, (
+        f"{len(differ)} tensors differ, e.g. {differ[:3]}: max |diff| "
+        f"{max(float((wa[k] - wb[k]).abs().max()) for k in differ):.3g}"
+    )
     ea, eb = json.loads((a / "epochs.json").read_text()), json.loads((b / "epochs.json").read_text())
     assert _strip(ea) == _strip(eb)
     ha = [json.loads(x) for x in (a / "history.jsonl").read_text().splitlines()]
     hb = [json.loads(x) for x in (b / "history.jsonl").read_text().splitlines()]
     assert len(ha) == 8 and _strip(ha) == _strip(hb)  # steps 3, 6, ..., 24
     ra, rb = json.loads((a / "results.json").read_text()), json.loads((b / "results.json").read_text())
-    for key in ("global_steps", "train_tokens", "train_words", "train_padded_tokens", "eval_words", "confusion_matrix"):
+    for key in (
+        "global_steps",
+        "train_tokens",
+        "train_words",
+        "train_padded_tokens",
+        "eval_words",
+        "confusion_matrix",
+    ):
         assert ra[key] == rb[key], key
-    assert {k: v for k, v in ra["final"].items() if k not in TIMING_KEYS} == \
-           {k: v for k, v in rb["final"].items() if k not in TIMING_KEYS}
+    assert {k: v for k, v in ra["final"].items() if k not in TIMING_KEYS} == {
+        k: v for k, v in rb["final"].items() if k not in TIMING_KEYS
+    }
     assert ra["global_steps"] == 24
-

@@ -11,7 +11,6 @@ loaded with plain transformers / peft only, predicting the words of the run's ev
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,12 +20,30 @@ if __name__ != "__main__":
 # 64 training sentences = 4 optimizer steps of a global batch of 16 (2 processes x 8, or 1 x 16);
 # 37 evaluation sentences in global batches of 8: the last batch is uneven and padded across processes.
 STEPS, TRAIN, EVAL, GLOBAL_BATCH = 4, 64, 37, 16
-COMMON = ["--max_steps", str(STEPS), "--max_train_samples", str(TRAIN), "--max_eval_samples", str(EVAL),
-          "--per_device_eval_batch_size", "4", "--logging_steps", "1", "--report_to", "none",
-          "--overwrite_output_dir", "true", "--checkpoint_epoch_end", "false",
-          # no dropout anywhere (the synthetic model has none): the two runs see the same randomness;
-          # a clipping norm that some steps exceed: the recipe's value must reach DeepSpeed
-          "--lora_dropout", "0", "--max_grad_norm", "1.5"]
+COMMON = [
+    "--max_steps",
+    str(STEPS),
+    "--max_train_samples",
+    str(TRAIN),
+    "--max_eval_samples",
+    str(EVAL),
+    "--per_device_eval_batch_size",
+    "4",
+    "--logging_steps",
+    "1",
+    "--report_to",
+    "none",
+    "--overwrite_output_dir",
+    "true",
+    "--checkpoint_epoch_end",
+    "false",
+    # no dropout anywhere (the synthetic model has none): the two runs see the same randomness;
+    # a clipping norm that some steps exceed: the recipe's value must reach DeepSpeed
+    "--lora_dropout",
+    "0",
+    "--max_grad_norm",
+    "1.5",
+]
 
 # Relative tolerance on each step's training loss, 2 processes vs 1 with the same global batch.
 # Same data and weights at step 1; the logged loss is the mean of the two processes' token-mean
@@ -38,15 +55,29 @@ _REFS: dict[str, Path] = {}
 
 
 def recipe_args(out: Path, method: str, per_device: int, *extra: str) -> list[str]:
-    return ["--method", method, "--per_device_train_batch_size", str(per_device), "--output_dir", str(out), *COMMON, *extra]
+    return [
+        "--method",
+        method,
+        "--per_device_train_batch_size",
+        str(per_device),
+        "--output_dir",
+        str(out),
+        *COMMON,
+        *extra,
+    ]
 
 
 def launch(config: str, method: str, out: Path, *extra: str, **env: str) -> Path:
     """Two processes under accelerate_configs/<config>.yaml (the config file decides DDP or DeepSpeed)."""
     if config == "multi_gpu":
         env.setdefault("ACCELERATE_USE_CPU", "1")  # CPU DDP over gloo; without it each process trains alone
-    accelerate_launch("recipes/smoke.py", recipe_args(out, method, GLOBAL_BATCH // 2, *extra), num_processes=2,
-                      extra_launch=["--config_file", str(ROOT / "accelerate_configs" / f"{config}.yaml")], **env)
+    accelerate_launch(
+        "recipes/smoke.py",
+        recipe_args(out, method, GLOBAL_BATCH // 2, *extra),
+        num_processes=2,
+        extra_launch=["--config_file", str(ROOT / "accelerate_configs" / f"{config}.yaml")],
+        **env,
+    )
     return out
 
 
@@ -86,7 +117,9 @@ def check_run(run: Path, distributed_type: str, reference_run: Path) -> dict:
     got, want = losses(run), losses(reference_run)
     assert len(got) == len(want) == STEPS
     worst = max(abs(g - w) / w for g, w in zip(got, want))
-    assert worst <= LOSS_RTOL, f"loss curve {got} vs single process {want}: worst relative gap {worst:.2e} > {LOSS_RTOL}"
+    assert worst <= LOSS_RTOL, (
+        f"loss curve {got} vs single process {want}: worst relative gap {worst:.2e} > {LOSS_RTOL}"
+    )
     assert got[-1] < got[0]  # it trained
     return results
 
@@ -107,6 +140,7 @@ def assert_same_predictions(run: Path, reloaded: dict) -> None:
 # the fresh process: plain transformers / peft, nothing from tagtune's training code
 # ------------------------------------------------------------------------------------------
 
+
 def _reload(run: Path) -> dict:
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -120,16 +154,24 @@ def _reload(run: Path) -> dict:
         labels = json.loads((model_dir / "tagtune_config.json").read_text())["labels"]
         base_path = json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
         base = AutoModelForTokenClassification.from_pretrained(
-            base_path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={t: i for i, t in enumerate(labels)})
+            base_path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={t: i for i, t in enumerate(labels)},
+        )
         model = PeftModel.from_pretrained(base, model_dir)
         weights = load_file(model_dir / "adapter_model.safetensors")
-        info = {"adapter_bytes": (model_dir / "adapter_model.safetensors").stat().st_size,
-                "adapter_shapes": {k: list(v.shape) for k, v in weights.items()},
-                "lora_B_abs_sum": float(sum(v.abs().sum() for k, v in weights.items() if "lora_B" in k))}
+        info = {
+            "adapter_bytes": (model_dir / "adapter_model.safetensors").stat().st_size,
+            "adapter_shapes": {k: list(v.shape) for k, v in weights.items()},
+            "lora_B_abs_sum": float(sum(v.abs().sum() for k, v in weights.items() if "lora_B" in k)),
+        }
     else:
         model, loading = AutoModelForTokenClassification.from_pretrained(model_dir, output_loading_info=True)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        info = {k: sorted(v) for k, v in loading.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        info = {
+            k: sorted(v) for k, v in loading.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
     model.eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     tags = []

@@ -18,10 +18,9 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from _scaleout_common import (assert_same_predictions, check_run, launch, losses, reference, reload_in_fresh_process)
+from _scaleout_common import assert_same_predictions, check_run, launch, losses, reference, reload_in_fresh_process
 from conftest import ROOT, read_json, run_cmd
+from safetensors.torch import load_file
 
 MATRIX = [(stage, method) for stage in (1, 2, 3) for method in ("full", "lora")]
 
@@ -48,8 +47,15 @@ def converted(zero_runs, tmp_path_factory):
         folder = root / method
         folder.mkdir()
         shutil.copy(run / "eval_predictions.jsonl", folder)
-        run_cmd(["bash", str(ROOT / "launch" / "zero_to_fp32.sh"), str(run / "checkpoints" / "step-4"), str(folder / "model")],
-                PYTHON=shutil.which("python") or "python")
+        run_cmd(
+            [
+                "bash",
+                str(ROOT / "launch" / "zero_to_fp32.sh"),
+                str(run / "checkpoints" / "step-4"),
+                str(folder / "model"),
+            ],
+            PYTHON=shutil.which("python") or "python",
+        )
         out[method] = folder
     return out
 
@@ -66,8 +72,10 @@ def test_zero_two_processes(stage, method, zero_runs, reloaded, tmp_path_factory
     ckpt = run / "checkpoints" / "step-4"
     meta = read_json(ckpt / "tagtune_checkpoint.json")
     assert (meta["zero_stage"], meta["world_size"]) == (stage, 2)
-    assert sorted(p.name for p in (ckpt / "pytorch_model").glob("zero_pp_rank_*_optim_states.pt")) == \
-        ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert sorted(p.name for p in (ckpt / "pytorch_model").glob("zero_pp_rank_*_optim_states.pt")) == [
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
     assert_same_predictions(run, reloaded)
     info = reloaded[str(run)]["load_info"]
     if method == "full":
@@ -85,7 +93,7 @@ def test_zero_two_processes(stage, method, zero_runs, reloaded, tmp_path_factory
 
 
 def test_zero_to_fp32_gives_a_plain_model(zero_runs, converted, reloaded):
-    for method, folder in converted.items():
+    for folder in converted.values():
         assert_same_predictions(folder, reloaded)
         info = reloaded[str(folder)]["load_info"]
         assert info["missing_keys"] == [] and info["unexpected_keys"] == [], info
@@ -101,13 +109,20 @@ def test_zero_to_fp32_gives_a_plain_model(zero_runs, converted, reloaded):
 def test_zero3_resume_from_checkpoint_is_exact(zero_runs, tmp_path):
     """save_state at step 2 under ZeRO-3, load_state in a new launch: the same steps 3-4 and final model."""
     run = zero_runs[3, "full"]
-    resumed = launch("deepspeed_zero3", "full", tmp_path / "resumed",
-                     "--resume_from_checkpoint", str(run / "checkpoints" / "step-2"))
+    resumed = launch(
+        "deepspeed_zero3",
+        "full",
+        tmp_path / "resumed",
+        "--resume_from_checkpoint",
+        str(run / "checkpoints" / "step-2"),
+    )
     results = read_json(resumed / "results.json")
     assert results["resumed_from"].endswith("step-2") and results["distributed_type"] == "DEEPSPEED"
     assert losses(resumed) == pytest.approx(losses(run), rel=1e-6, abs=0)
     assert (resumed / "eval_predictions.jsonl").read_text() == (run / "eval_predictions.jsonl").read_text()
-    assert results["final"]["eval_loss"] == pytest.approx(read_json(run / "results.json")["final"]["eval_loss"], rel=1e-6)
+    assert results["final"]["eval_loss"] == pytest.approx(
+        read_json(run / "results.json")["final"]["eval_loss"], rel=1e-6
+    )
 
 
 def test_zero_checkpoint_at_another_world_size_points_at_zero_to_fp32(zero_runs, tmp_path):
@@ -115,20 +130,34 @@ def test_zero_checkpoint_at_another_world_size_points_at_zero_to_fp32(zero_runs,
     import subprocess
     import sys
 
+    from _scaleout_common import recipe_args
     from conftest import free_port, subprocess_env
 
-    from _scaleout_common import recipe_args
-
     run = zero_runs[3, "full"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(free_port()), "--num_processes", "1",
-           "--config_file", str(ROOT / "accelerate_configs" / "deepspeed_zero3.yaml"), str(ROOT / "recipes" / "smoke.py"),
-           *recipe_args(tmp_path / "one", "full", 16, "--resume_from_checkpoint", str(run / "checkpoints" / "step-2"))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "--num_processes",
+        "1",
+        "--config_file",
+        str(ROOT / "accelerate_configs" / "deepspeed_zero3.yaml"),
+        str(ROOT / "recipes" / "smoke.py"),
+        *recipe_args(tmp_path / "one", "full", 16, "--resume_from_checkpoint", str(run / "checkpoints" / "step-2")),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
     at = next(i for i, ln in enumerate(lines) if ln.startswith("tagtune: error:"))
-    message = " ".join(lines[at:at + 2])  # the error, then its "Fix:" line
+    message = " ".join(lines[at : at + 2])  # the error, then its "Fix:" line
     assert "written by 2 processes, this launch has 1" in message and "zero_to_fp32" in message, message
     assert not (tmp_path / "one" / "results.json").exists()
     assert json.loads((run / "checkpoints" / "step-2" / "tagtune_checkpoint.json").read_text())["world_size"] == 2

@@ -8,7 +8,6 @@ process reloads with plain transformers/peft to the same predictions as the mode
 from __future__ import annotations
 
 import pytest
-
 from _scaleout_common import assert_same_predictions, check_run, launch, reference, reload_in_fresh_process
 
 METHODS = ["full", "lora"]

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, read_json, subprocess_env, train_smoke
+
 from tagtune import cli
 from tagtune.errors import DataError
 from tagtune.predict import Tagger, split_text
@@ -52,8 +52,21 @@ def training_eval(smoke_run) -> list[dict]:
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory) -> Path:
     """A tiny LoRA adapter on the synthetic RoBERTa (byte-level BPE: add_prefix_space path), ~5 s."""
-    return train_smoke(tmp_path_factory.mktemp("lora_run"), "--method", "lora", "--model_name_or_path", "synthetic:roberta",
-                       "--max_steps", "30", "--learning_rate", "2e-2", "--max_train_samples", "960", "--max_eval_samples", "100")
+    return train_smoke(
+        tmp_path_factory.mktemp("lora_run"),
+        "--method",
+        "lora",
+        "--model_name_or_path",
+        "synthetic:roberta",
+        "--max_steps",
+        "30",
+        "--learning_rate",
+        "2e-2",
+        "--max_train_samples",
+        "960",
+        "--max_eval_samples",
+        "100",
+    )
 
 
 def run_cli(*args: str) -> int:
@@ -61,6 +74,7 @@ def run_cli(*args: str) -> int:
 
 
 # ---- agreement ------------------------------------------------------------------------------
+
 
 def test_api_cli_and_training_evaluation_agree_word_for_word(smoke_run, tagger, training_eval, tmp_path):
     results = read_json(smoke_run / "results.json")
@@ -79,8 +93,21 @@ def test_api_cli_and_training_evaluation_agree_word_for_word(smoke_run, tagger, 
 
     # CLI on the run directory (not model/): JSONL in, JSONL out with scores; gold labels pass through
     out = tmp_path / "pred.jsonl"
-    assert run_cli("predict", "--model", smoke_run, "--input", smoke_run / "eval_predictions.jsonl",
-                   "--output", out, "--scores", "--batch_size", "7") == 0
+    assert (
+        run_cli(
+            "predict",
+            "--model",
+            smoke_run,
+            "--input",
+            smoke_run / "eval_predictions.jsonl",
+            "--output",
+            out,
+            "--scores",
+            "--batch_size",
+            "7",
+        )
+        == 0
+    )
     rows = read_jsonl(out)
     assert [r["tags"] for r in rows] == trained
     assert [r["labels"] for r in rows] == [r["labels"] for r in training_eval]
@@ -89,8 +116,12 @@ def test_api_cli_and_training_evaluation_agree_word_for_word(smoke_run, tagger, 
 
     # CLI with CoNLL-U in (tag columns empty), CoNLL out
     conllu = tmp_path / "eval.conllu"
-    conllu.write_text("".join("# sent\n" + "".join(f"{i + 1}\t{w}\t_\t_\t_\t_\t_\t_\t_\t_\n" for i, w in enumerate(ws)) + "\n"
-                              for ws in words[:50]))
+    conllu.write_text(
+        "".join(
+            "# sent\n" + "".join(f"{i + 1}\t{w}\t_\t_\t_\t_\t_\t_\t_\t_\n" for i, w in enumerate(ws)) + "\n"
+            for ws in words[:50]
+        )
+    )
     out2 = tmp_path / "pred.conll"
     assert run_cli("predict", "--model", smoke_run / "model", "--input", conllu, "--output", out2) == 0
     assert [[t for _, t in s] for s in read_conll_tags(out2)] == trained[:50]
@@ -102,8 +133,19 @@ def test_evaluate_gives_the_training_evaluations_metrics_and_files(smoke_run, tm
     assert run_cli("evaluate", "--model", smoke_run, "--dataset", "synthetic:pos", "--out", out) == 0
     trained = read_json(smoke_run / "epochs.json")[-1]
     ours = read_json(out / "epochs.json")[-1]
-    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "seqeval_precision",
-                "seqeval_recall", "seqeval_f1", "num_words", "num_sentences", "per_tag"):
+    for key in (
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_f1",
+        "seqeval_precision",
+        "seqeval_recall",
+        "seqeval_f1",
+        "num_words",
+        "num_sentences",
+        "per_tag",
+    ):
         assert ours[key] == trained[key], key
     assert ours["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
     assert (out / "eval_predictions.jsonl").read_bytes() == (smoke_run / "eval_predictions.jsonl").read_bytes()
@@ -115,16 +157,27 @@ def test_evaluate_gives_the_training_evaluations_metrics_and_files(smoke_run, tm
     # the same sentences from a CoNLL-U file (XPOS column): the same scores
     rows = read_jsonl(smoke_run / "eval_predictions.jsonl")
     conllu = tmp_path / "dev.conllu"
-    conllu.write_text("".join("".join(f"{i + 1}\t{w}\t_\t_\t{t}\t_\t_\t_\t_\t_\n" for i, (w, t) in enumerate(zip(r["words"], r["labels"])))
-                              + "\n" for r in rows))
+    conllu.write_text(
+        "".join(
+            "".join(
+                f"{i + 1}\t{w}\t_\t_\t{t}\t_\t_\t_\t_\t_\n" for i, (w, t) in enumerate(zip(r["words"], r["labels"]))
+            )
+            + "\n"
+            for r in rows
+        )
+    )
     assert run_cli("evaluate", "--model", smoke_run, "--dataset", conllu, "--out", tmp_path / "eval2") == 0
     assert read_json(tmp_path / "eval2" / "epochs.json")[-1]["accuracy"] == trained["accuracy"]
 
 
 def test_evaluate_refuses_unseen_labels_and_run_directories(smoke_run, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"words": ["the", "cat"], "labels": ["DT", "NN"]}) + "\n"
-                   + json.dumps({"words": ["a", "dog"], "labels": ["DT", "XYZ"]}) + "\n")
+    bad.write_text(
+        json.dumps({"words": ["the", "cat"], "labels": ["DT", "NN"]})
+        + "\n"
+        + json.dumps({"words": ["a", "dog"], "labels": ["DT", "XYZ"]})
+        + "\n"
+    )
     assert run_cli("evaluate", "--model", smoke_run, "--dataset", bad, "--out", tmp_path / "e") == 2
     err = capsys.readouterr().err
     assert "'XYZ' x1" in err and "never seen in training" in err and f"{bad}:2" in err
@@ -136,6 +189,7 @@ def test_evaluate_refuses_unseen_labels_and_run_directories(smoke_run, tmp_path,
 
 
 # ---- long sentences, raw text ---------------------------------------------------------------
+
 
 def test_a_2000_word_sentence_gets_2000_tags(tagger, training_eval):
     from tagtune.features import build_features
@@ -157,23 +211,32 @@ def test_a_2000_word_sentence_gets_2000_tags(tagger, training_eval):
 
 def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, monkeypatch):
     assert split_text("John's dog can't run. It costs 1,000 dollars!\n\n\"Really?\" she said...") == [
-        ["John", "'s", "dog", "ca", "n't", "run", "."], ["It", "costs", "1,000", "dollars", "!"],
-        ['"', "Really", "?", '"'], ["she", "said", "..."]]
+        ["John", "'s", "dog", "ca", "n't", "run", "."],
+        ["It", "costs", "1,000", "dollars", "!"],
+        ['"', "Really", "?", '"'],
+        ["she", "said", "..."],
+    ]
     text = tmp_path / "in.txt"
     text.write_text("Mary's dog can run in London. The teacher saw two cats!\nthey walked slowly .\n")
     out = tmp_path / "out.conll"
     assert run_cli("predict", "--model", smoke_run, "--input", text, "--output", out, "--scores") == 0
     sents = read_conll_tags(out)
     words = [[row[0] for row in s] for s in sents]
-    assert words == [["Mary", "'s", "dog", "can", "run", "in", "London", "."],
-                     ["The", "teacher", "saw", "two", "cats", "!"], ["they", "walked", "slowly", "."]]
+    assert words == [
+        ["Mary", "'s", "dog", "can", "run", "in", "London", "."],
+        ["The", "teacher", "saw", "two", "cats", "!"],
+        ["they", "walked", "slowly", "."],
+    ]
     assert [[row[1] for row in s] for s in sents] == tagger.tag(words)
     assert [[t for _, t, _ in s] for s in sents][0] == ["NNP", "POS", "NN", "MD", "VB", "IN", "NNP", "."]
     assert all(0.0 < float(row[2]) <= 1.0 for s in sents for row in s)
 
     # stdin: JSON lines are recognised as pre-split words, anything else is raw text
-    for stdin, expected in (('["they", "walked", "slowly", "."]\n', [words[2]]), ("they walked slowly .\n", [words[2]]),
-                            ('{"words": ["they", "walked"], "id": 7}\n', [["they", "walked"]])):
+    for stdin, expected in (
+        ('["they", "walked", "slowly", "."]\n', [words[2]]),
+        ("they walked slowly .\n", [words[2]]),
+        ('{"words": ["they", "walked"], "id": 7}\n', [["they", "walked"]]),
+    ):
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
         assert run_cli("predict", "--model", smoke_run, "--input", "-", "--output", tmp_path / "o.jsonl") == 0
         rows = read_jsonl(tmp_path / "o.jsonl")
@@ -182,6 +245,7 @@ def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, m
 
 
 # ---- errors -----------------------------------------------------------------------------------
+
 
 def test_empty_and_malformed_input_give_clear_errors(smoke_run, tagger, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
@@ -213,12 +277,20 @@ def test_empty_and_malformed_input_give_clear_errors(smoke_run, tagger, tmp_path
     assert tagger.tag([]) == [] and tagger.tag([[], ["the"]])[0] == []
 
     # the installed console script: exit code 2 and the message alone, for empty stdin
-    proc = subprocess.run([str(Path(sys.executable).parent / "tagtune"), "predict", "--model", str(smoke_run), "--input", "-"],
-                          input="", capture_output=True, text=True, env=subprocess_env(), cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "tagtune"), "predict", "--model", str(smoke_run), "--input", "-"],
+        input="",
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "input has no words" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 # ---- LoRA: adapter loading and merged export --------------------------------------------------
+
 
 def test_lora_adapter_predicts_like_training_and_merged_export_is_identical(lora_run, tmp_path, capsys):
     trained = read_jsonl(lora_run / "eval_predictions.jsonl")

@@ -9,8 +9,8 @@ import signal
 import types
 
 import pytest
-
 from _resume_common import assert_same_run, baseline, has_checkpoint, output, run_ok, start_and_wait, train_args
+
 from tagtune.checkpoint import PREEMPTED_EXIT_CODE, StopSignal, list_checkpoints, read_meta
 
 CKPT = ("--checkpointing_steps", "4", "--save_total_limit", "3")  # as test_resume: one shared baseline

@@ -10,14 +10,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, read_json
+
 from tagtune.cli import main as cli_main
 from tagtune.report import confusion_figure, frequency_order, load_run, loss_figure, row_normalised
 
 RUN_FILES = ("results.json", "epochs.json", "history.jsonl", "run_config.json")
-TINY = ["--num_train_epochs", "1", "--max_train_samples", "96", "--max_eval_samples", "48", "--logging_steps", "1",
-        "--report_to", "none", "--checkpoint_epoch_end", "false"]
+TINY = [
+    "--num_train_epochs",
+    "1",
+    "--max_train_samples",
+    "96",
+    "--max_eval_samples",
+    "48",
+    "--logging_steps",
+    "1",
+    "--report_to",
+    "none",
+    "--checkpoint_epoch_end",
+    "false",
+]
 
 
 def _train(out: Path, args: list[str]) -> Path:
@@ -40,7 +52,9 @@ def report(smoke_run, tmp_path_factory):
     for name in RUN_FILES:
         shutil.copy(smoke_run / name, bert_full / name)
     bert_lora = _train(root / "bert_lora", ["--method", "lora"])
-    roberta_full = _train(root / "roberta_full", ["--model_name_or_path", "synthetic:roberta", "--save_model", "false"])
+    roberta_full = _train(
+        root / "roberta_full", ["--model_name_or_path", "synthetic:roberta", "--save_model", "false"]
+    )
     out = root / "out"
     assert cli_main(["report", str(bert_full), str(bert_lora), str(roberta_full), "--out", str(out)]) == 0
     return {"out": out, "md": (out / "report.md").read_text(), "runs": [bert_full, bert_lora, roberta_full]}
@@ -74,7 +88,10 @@ def test_label_distribution_table_matches_results(report, smoke_run):
     assert "Data of `smoke-synthetic-bert-lora`, `smoke-synthetic-roberta-full`: 96 training sentences" in report["md"]
     header, rows = tables[0]
     assert header == ["Tag", "Train", "Train %", "Eval", "Eval %"]
-    train, ev = dict(map(tuple, res["label_distribution"]["train"])), dict(map(tuple, res["label_distribution"]["eval"]))
+    train, ev = (
+        dict(map(tuple, res["label_distribution"]["train"])),
+        dict(map(tuple, res["label_distribution"]["eval"])),
+    )
     assert [r[0] for r in rows] == [t for t, _ in res["label_distribution"]["train"]]  # sorted by count
     for tag, n_train, p_train, n_eval, p_eval in rows:
         assert int(n_train) == train[tag] and int(n_eval) == ev.get(tag, 0)
@@ -85,8 +102,19 @@ def test_label_distribution_table_matches_results(report, smoke_run):
 
 
 def test_per_epoch_tables_match_epochs_json(report):
-    keys = ["epoch", "train_loss", "eval_loss", "seqeval_precision", "seqeval_recall", "seqeval_f1", "accuracy",
-            "macro_precision", "macro_recall", "macro_f1", "weighted_f1"]
+    keys = [
+        "epoch",
+        "train_loss",
+        "eval_loss",
+        "seqeval_precision",
+        "seqeval_recall",
+        "seqeval_f1",
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "weighted_f1",
+    ]
     for run_dir in report["runs"]:
         run = load_run(run_dir)
         header, rows = table(report, run.label, "Epoch")
@@ -124,10 +152,16 @@ def test_comparison_and_deltas_match_results(report):
     by_name = {r[0].split(":")[0]: r for r in deltas}
     assert set(by_name) == {"lora vs full (synthetic-bert)", "roberta vs bert (full)"}
     d = by_name["lora vs full (synthetic-bert)"]
-    assert float(d[dh.index("Δ final accuracy")]) == pytest.approx(lora["final"]["accuracy"] - full["final"]["accuracy"], abs=1e-4)
-    assert float(d[dh.index("Δ trainable % (points)")]) == pytest.approx(lora["trainable_pct"] - full["trainable_pct"], abs=1e-4)
+    assert float(d[dh.index("Δ final accuracy")]) == pytest.approx(
+        lora["final"]["accuracy"] - full["final"]["accuracy"], abs=1e-4
+    )
+    assert float(d[dh.index("Δ trainable % (points)")]) == pytest.approx(
+        lora["trainable_pct"] - full["trainable_pct"], abs=1e-4
+    )
     d = by_name["roberta vs bert (full)"]
-    assert float(d[dh.index("Δ final macro-F1")]) == pytest.approx(roberta["final"]["macro_f1"] - full["final"]["macro_f1"], abs=1e-4)
+    assert float(d[dh.index("Δ final macro-F1")]) == pytest.approx(
+        roberta["final"]["macro_f1"] - full["final"]["macro_f1"], abs=1e-4
+    )
     ratio = np.mean(roberta["epoch_times_s"]) / np.mean(full["epoch_times_s"])
     assert float(d[dh.index("Time/epoch ratio")].rstrip("x")) == pytest.approx(ratio, abs=0.006)
 

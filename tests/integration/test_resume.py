@@ -11,9 +11,16 @@ import shutil
 import signal
 
 import pytest
+from _resume_common import (
+    assert_same_run,
+    baseline,
+    has_checkpoint,
+    material,
+    run_ok,
+    start_and_wait,
+    train_args,
+)
 
-from _resume_common import (assert_same_run, baseline, has_checkpoint, material, output, run_ok, start_and_wait,
-                            train_args)
 from tagtune.checkpoint import META_NAME, list_checkpoints, read_meta, resolve_resume
 from tagtune.errors import CheckpointError
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, accelerate_launch, read_json, run_cmd
 
 RELOAD = r"""
@@ -56,8 +55,19 @@ def test_smoke_recipe_learns_and_outputs_reload(tmp_path):
     assert res["final"]["macro_f1"] >= 0.85
     assert res["eval_words"] == res["final"]["num_words"] > 3000
     # every output file of the README's table
-    for name in ("epochs.csv", "epochs.md", "epochs.json", "per_tag.csv", "per_tag.md", "history.jsonl", "run_config.json",
-                 "model/model.safetensors", "model/config.json", "model/tokenizer.json", "model/tagtune_config.json"):
+    for name in (
+        "epochs.csv",
+        "epochs.md",
+        "epochs.json",
+        "per_tag.csv",
+        "per_tag.md",
+        "history.jsonl",
+        "run_config.json",
+        "model/model.safetensors",
+        "model/config.json",
+        "model/tokenizer.json",
+        "model/tagtune_config.json",
+    ):
         assert (out / name).is_file(), name
     epochs = read_json(out / "epochs.json")
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
@@ -76,8 +86,11 @@ def test_smoke_recipe_learns_and_outputs_reload(tmp_path):
 
 def test_lora_adapter_reloads_with_peft(tmp_path):
     out = tmp_path / "lora"
-    accelerate_launch("recipes/smoke.py", ["--output_dir", str(out), "--method", "lora", "--max_steps", "40",
-                                           "--learning_rate", "1e-2"], num_processes=1)
+    accelerate_launch(
+        "recipes/smoke.py",
+        ["--output_dir", str(out), "--method", "lora", "--max_steps", "40", "--learning_rate", "1e-2"],
+        num_processes=1,
+    )
     res = read_json(out / "results.json")
     assert (out / "model" / "adapter_model.safetensors").stat().st_size > 10_000  # not the empty-adapter failure
     assert res["trainable_params"] < res["unique_params"]

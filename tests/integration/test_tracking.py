@@ -14,13 +14,22 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, accelerate_launch, read_json
+
 from tagtune import tracking
 from tagtune.errors import ConfigError, DataError
 from tagtune.wandb_offline import find_run_files, read_run
 
-TINY = ["--max_train_samples", "96", "--max_eval_samples", "48", "--logging_steps", "1", "--checkpoint_epoch_end", "false"]
+TINY = [
+    "--max_train_samples",
+    "96",
+    "--max_eval_samples",
+    "48",
+    "--logging_steps",
+    "1",
+    "--checkpoint_epoch_end",
+    "false",
+]
 
 
 def _smoke_cls():
@@ -44,17 +53,47 @@ def wandb_run(tmp_path_factory):
     out = root / "run"
     empty_netrc = root / "empty_netrc"
     empty_netrc.write_text("")
-    proc = accelerate_launch("recipes/smoke.py", ["--output_dir", str(out), "--report_to", "auto", "--method", "lora",
-                                                  "--num_train_epochs", "2", "--max_train_samples", "128",
-                                                  "--max_eval_samples", "48", "--logging_steps", "1",
-                                                  "--per_device_train_batch_size", "16", "--checkpoint_epoch_end", "false"],
-                             num_processes=2, cpu_ddp=True, timeout=400, WANDB_MODE="", WANDB_API_KEY="",
-                             NETRC=str(empty_netrc), WANDB_CONFIG_DIR=str(root / "wandb_config"))
+    proc = accelerate_launch(
+        "recipes/smoke.py",
+        [
+            "--output_dir",
+            str(out),
+            "--report_to",
+            "auto",
+            "--method",
+            "lora",
+            "--num_train_epochs",
+            "2",
+            "--max_train_samples",
+            "128",
+            "--max_eval_samples",
+            "48",
+            "--logging_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "16",
+            "--checkpoint_epoch_end",
+            "false",
+        ],
+        num_processes=2,
+        cpu_ddp=True,
+        timeout=400,
+        WANDB_MODE="",
+        WANDB_API_KEY="",
+        NETRC=str(empty_netrc),
+        WANDB_CONFIG_DIR=str(root / "wandb_config"),
+    )
     files = find_run_files(root)
     assert len(files) == 1, files  # rank 1 made no run of its own
-    return SimpleNamespace(out=out, root=root, stdout=proc.stdout, results=read_json(out / "results.json"),
-                           run=read_run(files[0]), epochs=read_json(out / "epochs.json"),
-                           history=[json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()])
+    return SimpleNamespace(
+        out=out,
+        root=root,
+        stdout=proc.stdout,
+        results=read_json(out / "results.json"),
+        run=read_run(files[0]),
+        epochs=read_json(out / "epochs.json"),
+        history=[json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()],
+    )
 
 
 def test_auto_without_login_logs_offline_and_says_where(wandb_run):
@@ -77,8 +116,17 @@ def test_history_holds_every_step_and_each_epoch(wandb_run):
     assert len(wandb_run.epochs) == 2
     for e in wandb_run.epochs:
         row = next(r for r in run.history if r["_step"] == e["step"])
-        for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall",
-                    "seqeval_precision", "seqeval_recall", "seqeval_f1", "eval_loss"):
+        for key in (
+            "accuracy",
+            "macro_f1",
+            "weighted_f1",
+            "macro_precision",
+            "macro_recall",
+            "seqeval_precision",
+            "seqeval_recall",
+            "seqeval_f1",
+            "eval_loss",
+        ):
             assert row[f"eval/{key}"] == e[key], key
         assert row["train/epoch_loss"] == e["train_loss"]
         assert row["time/epoch_s"] == e["epoch_time_s"]
@@ -87,8 +135,17 @@ def test_history_holds_every_step_and_each_epoch(wandb_run):
 
 def test_summary_holds_parameter_efficiency_memory_and_time(wandb_run):
     s, res = wandb_run.run.summary, wandb_run.results
-    for key in ("trainable_params", "total_params", "unique_params", "trainable_pct", "model_size_bytes",
-                "peak_memory_bytes", "epoch_times_s", "num_processes", "distributed_type"):
+    for key in (
+        "trainable_params",
+        "total_params",
+        "unique_params",
+        "trainable_pct",
+        "model_size_bytes",
+        "peak_memory_bytes",
+        "epoch_times_s",
+        "num_processes",
+        "distributed_type",
+    ):
         assert s[key] == res[key], key
     assert 0 < s["trainable_params"] < s["unique_params"] < s["total_params"]  # LoRA: classifier counted twice
     assert s["trainable_pct"] == pytest.approx(100 * res["trainable_params"] / res["total_params"], abs=1e-4)
@@ -100,7 +157,12 @@ def test_summary_holds_parameter_efficiency_memory_and_time(wandb_run):
 
 def test_config_names_and_topology(wandb_run):
     run = wandb_run.run
-    assert (run.name, run.group, run.job_type, run.project) == ("smoke-synthetic-bert-lora", "synthetic-bert", "lora", "tagtune")
+    assert (run.name, run.group, run.job_type, run.project) == (
+        "smoke-synthetic-bert-lora",
+        "synthetic-bert",
+        "lora",
+        "tagtune",
+    )
     assert set(run.tags) == {"smoke", "synthetic-bert", "lora"}
     c = run.config
     assert (c["recipe"], c["method"], c["lora_r"], c["learning_rate"]) == ("smoke", "lora", 8, 3e-3)
@@ -135,10 +197,13 @@ def test_final_confusion_matrix_and_tables(wandb_run):
     want = wandb_run.epochs[-1]["per_tag"]
     assert per_tag["columns"] == ["Tag", "Precision", "Recall", "F1", "Support"]
     assert {r[0]: (r[1], r[2], r[3], r[4]) for r in per_tag["data"]} == {
-        t: (m["precision"], m["recall"], m["f1"], m["support"]) for t, m in want.items()}
+        t: (m["precision"], m["recall"], m["f1"], m["support"]) for t, m in want.items()
+    }
     epochs = json.loads((run.files_dir / last["eval/epochs"]["path"]).read_text())
     assert [r[0] for r in epochs["data"]] == [1, 2]
-    assert [r[epochs["columns"].index("Accuracy")] for r in epochs["data"]] == [e["accuracy"] for e in wandb_run.epochs]
+    assert [r[epochs["columns"].index("Accuracy")] for r in epochs["data"]] == [
+        e["accuracy"] for e in wandb_run.epochs
+    ]
     assert [r[epochs["columns"].index("Time (s)")] for r in epochs["data"]] == res["epoch_times_s"]
 
 
@@ -168,8 +233,19 @@ def test_tensorboard_events_read_back(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb_run"
-    res = _train(["--output_dir", str(out), "--report_to", "tensorboard", "--model_name_or_path", "synthetic:roberta",
-                  "--num_train_epochs", "1", *TINY])
+    res = _train(
+        [
+            "--output_dir",
+            str(out),
+            "--report_to",
+            "tensorboard",
+            "--model_name_or_path",
+            "synthetic:roberta",
+            "--num_train_epochs",
+            "1",
+            *TINY,
+        ]
+    )
     hist = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     logdirs = {p.parent for p in (out / "tb").glob("**/events.out.tfevents.*")}
     ea = EventAccumulator(str(out / "tb" / "tagtune"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
@@ -178,7 +254,9 @@ def test_tensorboard_events_read_back(tmp_path):
     assert sorted(loss) == [h["step"] for h in hist] == list(range(1, res["global_steps"] + 1))
     assert [loss[h["step"]] for h in hist] == pytest.approx([h["train_loss"] for h in hist], rel=1e-6)
     acc = ea.Scalars("eval/accuracy")
-    assert [(e.step, e.value) for e in acc] == [(res["global_steps"], pytest.approx(res["final"]["accuracy"], rel=1e-6))]
+    assert [(e.step, e.value) for e in acc] == [
+        (res["global_steps"], pytest.approx(res["final"]["accuracy"], rel=1e-6))
+    ]
     assert ea.Scalars("summary/trainable_params")[-1].value == res["trainable_params"]
     assert ea.Scalars("summary/peak_memory_bytes")[-1].value == pytest.approx(res["peak_memory_bytes"], rel=1e-6)
     image = ea.Images("eval/confusion_matrix")[-1]
@@ -272,8 +350,10 @@ def test_sweep_config_launches_a_valid_recipe_command(tmp_path):
     from tagtune.config import parse
 
     sweep = yaml.safe_load((ROOT / "recipes" / "sweeps" / "bert_lora_lr_rank.yaml").read_text())
-    trial = {name: {"value": spec["values"][-1] if "values" in spec else spec["value"]}
-             for name, spec in sweep["parameters"].items()}
+    trial = {
+        name: {"value": spec["values"][-1] if "values" in spec else spec["value"]}
+        for name, spec in sweep["parameters"].items()
+    }
     sweep_vars = sweep_utils.create_sweep_command_args({"args": trial})
     sweep_vars["program"] = [sweep["program"]]
     command = []

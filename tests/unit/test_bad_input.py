@@ -7,7 +7,6 @@ tokenise) or raise the project's DataError naming the file - never another excep
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,16 +21,24 @@ from tagtune.errors import CheckpointError, DataError
 from tagtune.features import build_features, load_tokenizer
 from tagtune.train import main
 
-GOOD = [{"words": ["the", "cat", "sees", "a", "dog", "."], "labels": ["DT", "NN", "VBZ", "DT", "NN", "."]},
-        {"words": ["he", "can", "run", "."], "labels": ["PRP", "MD", "VB", "."]}]
+GOOD = [
+    {"words": ["the", "cat", "sees", "a", "dog", "."], "labels": ["DT", "NN", "VBZ", "DT", "NN", "."]},
+    {"words": ["he", "can", "run", "."], "labels": ["PRP", "MD", "VB", "."]},
+]
 
 
 def jsonl(recs) -> str:
     return "".join(json.dumps(r) + "\n" for r in recs)
 
 
-def fail(tmp_path: Path, capsys, train: str | bytes | None, name: str = "train.jsonl", dev: str | None = None,
-         extra: tuple[str, ...] = ()) -> str:
+def fail(
+    tmp_path: Path,
+    capsys,
+    train: str | bytes | None,
+    name: str = "train.jsonl",
+    dev: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> str:
     """Run the trainer on the given files; assert a clean project error and nothing written; return it."""
     tp, dp = tmp_path / name, tmp_path / "dev.jsonl"
     if train is not None:
@@ -39,8 +46,24 @@ def fail(tmp_path: Path, capsys, train: str | bytes | None, name: str = "train.j
     dp.write_text(dev if dev is not None else jsonl(GOOD))
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_:
-        main(TrainConfig, ["--dataset_name", "", "--model_name_or_path", "synthetic:bert", "--train_file", str(tp),
-                           "--validation_file", str(dp), "--report_to", "none", "--output_dir", str(out), *extra])
+        main(
+            TrainConfig,
+            [
+                "--dataset_name",
+                "",
+                "--model_name_or_path",
+                "synthetic:bert",
+                "--train_file",
+                str(tp),
+                "--validation_file",
+                str(dp),
+                "--report_to",
+                "none",
+                "--output_dir",
+                str(out),
+                *extra,
+            ],
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("tagtune: error: ") and "Traceback" not in err
@@ -104,9 +127,23 @@ def test_output_dir_holding_another_run_is_refused_and_untouched(tmp_path, capsy
     (out / "run_config.json").write_text('{"recipe": "earlier"}\n')
     (out / "results.json").write_text('{"accuracy": 0.9}\n')
     with pytest.raises(SystemExit):
-        main(TrainConfig, ["--dataset_name", "", "--model_name_or_path", "synthetic:bert", "--train_file",
-                           str(tmp_path / "train.jsonl"), "--eval_every_epoch", "false", "--report_to", "none",
-                           "--output_dir", str(out)])
+        main(
+            TrainConfig,
+            [
+                "--dataset_name",
+                "",
+                "--model_name_or_path",
+                "synthetic:bert",
+                "--train_file",
+                str(tmp_path / "train.jsonl"),
+                "--eval_every_epoch",
+                "false",
+                "--report_to",
+                "none",
+                "--output_dir",
+                str(out),
+            ],
+        )
     err = capsys.readouterr().err
     assert "already holds another run" in err and "--overwrite_output_dir" in err and "--resume_from_checkpoint" in err
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "run_config.json"]
@@ -114,20 +151,41 @@ def test_output_dir_holding_another_run_is_refused_and_untouched(tmp_path, capsy
 
 
 def _meta(**kw):
-    base = {"format_version": 1, "labels": ["DT", "NN"], "model_name_or_path": "bert-base-cased", "method": "full",
-            "lora": None, "world_size": 2, "zero_stage": 0, "global_batch_size": 32, "gradient_accumulation_steps": 1,
-            "total_steps": 100, "seed": 42, "group_by_length": True, "data_fingerprint": "abc"}
+    base = {
+        "format_version": 1,
+        "labels": ["DT", "NN"],
+        "model_name_or_path": "bert-base-cased",
+        "method": "full",
+        "lora": None,
+        "world_size": 2,
+        "zero_stage": 0,
+        "global_batch_size": 32,
+        "gradient_accumulation_steps": 1,
+        "total_steps": 100,
+        "seed": 42,
+        "group_by_length": True,
+        "data_fingerprint": "abc",
+    }
     base.update(kw)
     return base
 
 
-@pytest.mark.parametrize("changed, expect", [
-    ({"labels": ["DT", "NN", "VB"]}, "label set differs from the checkpoint's (2 labels there, 3 now; new: ['VB']"),
-    ({"model_name_or_path": "roberta-base"}, "model_name_or_path differs from the checkpoint's: 'bert-base-cased' there, 'roberta-base' now"),
-    ({"world_size": 1, "zero_stage": 3}, "zero_to_fp32.py"),
-    ({"data_fingerprint": "def"}, "training data (after tokenisation) differs"),
-    ({"seed": 7}, "seed differs from the checkpoint's: 42 there, 7 now"),
-])
+@pytest.mark.parametrize(
+    "changed, expect",
+    [
+        (
+            {"labels": ["DT", "NN", "VB"]},
+            "label set differs from the checkpoint's (2 labels there, 3 now; new: ['VB']",
+        ),
+        (
+            {"model_name_or_path": "roberta-base"},
+            "model_name_or_path differs from the checkpoint's: 'bert-base-cased' there, 'roberta-base' now",
+        ),
+        ({"world_size": 1, "zero_stage": 3}, "zero_to_fp32.py"),
+        ({"data_fingerprint": "def"}, "training data (after tokenisation) differs"),
+        ({"seed": 7}, "seed differs from the checkpoint's: 42 there, 7 now"),
+    ],
+)
 def test_resume_mismatch_messages(tmp_path, changed, expect):
     meta = _meta(**({"zero_stage": 3} if "zero_stage" in changed else {}))
     with pytest.raises(CheckpointError) as err:
@@ -139,7 +197,9 @@ def test_resume_mismatch_messages(tmp_path, changed, expect):
 # property-based: malformed files of every format
 # ----------------------------------------------------------------------------------------
 
-text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from(" \t\r\u00a0\u200b\ufeff"), max_size=8)
+text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from(" \t\r\u00a0\u200b\ufeff"), max_size=8
+)
 word = st.one_of(st.sampled_from(["the", "cat", "Zürich", "42", ".", "", " ", "\u200b", "a b"]), text)
 tag = st.sampled_from(["DT", "NN", "_", "", "VB"]) | text
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), text)
@@ -147,25 +207,53 @@ value = st.one_of(json_scalar, st.lists(word, max_size=4), st.lists(json_scalar,
 record = st.one_of(
     st.builds(lambda w, t: {"words": w, "labels": t}, st.lists(word, max_size=5), st.lists(tag, max_size=5)),
     st.dictionaries(st.sampled_from(["words", "labels", "tokens", "tags"]), value, max_size=3),
-    json_scalar, st.lists(value, max_size=2))
-json_line = st.one_of(record.map(json.dumps), text, st.just(""), st.just('{"words": ["a"], "labels": ["DT"]'),
-                      st.just('{"words": ["\\ud800"], "labels": ["NN"]}'))
+    json_scalar,
+    st.lists(value, max_size=2),
+)
+json_line = st.one_of(
+    record.map(json.dumps),
+    text,
+    st.just(""),
+    st.just('{"words": ["a"], "labels": ["DT"]'),
+    st.just('{"words": ["\\ud800"], "labels": ["NN"]}'),
+)
 raw_bytes = st.binary(max_size=6)  # often invalid UTF-8
-conll_line = st.one_of(st.lists(st.one_of(word, tag), max_size=4).map(" ".join), st.just(""), st.just("-DOCSTART- O"),
-                       st.just("the DT"), st.just("cat\tNN"))
+conll_line = st.one_of(
+    st.lists(st.one_of(word, tag), max_size=4).map(" ".join),
+    st.just(""),
+    st.just("-DOCSTART- O"),
+    st.just("the DT"),
+    st.just("cat\tNN"),
+)
 ids = st.sampled_from(["1", "2", "1-2", "3.1", "x", "", "0"])
 conllu_line = st.one_of(
-    st.builds(lambda i, f, u, x, n: "\t".join([i, f, "_", u, x, "_", "0", "root", "_", "_"][:n]),
-              ids, word, tag, tag, st.sampled_from([10, 10, 10, 9, 11, 1])),
-    st.just(""), st.just("# sent_id = 1"), text)
+    st.builds(
+        lambda i, f, u, x, n: "\t".join([i, f, "_", u, x, "_", "0", "root", "_", "_"][:n]),
+        ids,
+        word,
+        tag,
+        tag,
+        st.sampled_from([10, 10, 10, 9, 11, 1]),
+    ),
+    st.just(""),
+    st.just("# sent_id = 1"),
+    text,
+)
 
 
 @st.composite
 def malformed_file(draw):
     fmt = draw(st.sampled_from(["jsonl", "json", "conll", "conllu"]))
     if fmt == "json":
-        body = json.dumps(draw(st.one_of(st.lists(record, max_size=4), record,
-                                         st.builds(lambda r: {"data": r}, st.lists(record, max_size=3)))))
+        body = json.dumps(
+            draw(
+                st.one_of(
+                    st.lists(record, max_size=4),
+                    record,
+                    st.builds(lambda r: {"data": r}, st.lists(record, max_size=3)),
+                )
+            )
+        )
         if draw(st.booleans()):
             body = body[: draw(st.integers(0, len(body)))]  # truncated
         data = body.encode("utf-8", "surrogatepass")
@@ -188,16 +276,31 @@ def tokenizer(synthetic_bert):
     return load_tokenizer(synthetic_bert)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(case=malformed_file())
 def test_malformed_files_load_or_raise_data_error(tmp_path_factory, tokenizer, case):
     fmt, data, (wcol, tcol), tag_col = case
     path = tmp_path_factory.mktemp("bad") / f"train.{fmt}"
     path.write_bytes(data)
-    cfg = SimpleNamespace(data_format="auto", words_field="words", labels_field="labels", conllu_tag_column=tag_col,
-                          conll_word_column=wcol, conll_tag_column=tcol, eval_split="auto", max_train_samples=None,
-                          max_eval_samples=None, eval_every_epoch=False, dataset_name=None, dataset_config_name=None,
-                          train_file=str(path), validation_file=None, test_file=None)
+    cfg = SimpleNamespace(
+        data_format="auto",
+        words_field="words",
+        labels_field="labels",
+        conllu_tag_column=tag_col,
+        conll_word_column=wcol,
+        conll_tag_column=tcol,
+        eval_split="auto",
+        max_train_samples=None,
+        max_eval_samples=None,
+        eval_every_epoch=False,
+        dataset_name=None,
+        dataset_config_name=None,
+        train_file=str(path),
+        validation_file=None,
+        test_file=None,
+    )
     try:
         corpus = load_corpus(cfg)
     except DataError as err:
@@ -209,7 +312,13 @@ def test_malformed_files_load_or_raise_data_error(tmp_path_factory, tokenizer, c
     assert corpus.train
     for s in corpus.train:
         assert len(s.words) == len(s.tags) > 0 and all(isinstance(w, str) and w.strip() for w in s.words)
-    f = build_features([s.words for s in corpus.train], [s.tags for s in corpus.train], tokenizer, corpus.label2id,
-                       max_length=16, stride=2)
+    f = build_features(
+        [s.words for s in corpus.train],
+        [s.tags for s in corpus.train],
+        tokenizer,
+        corpus.label2id,
+        max_length=16,
+        stride=2,
+    )
     assert f.num_words == sum(len(s.words) for s in corpus.train)
     assert sum(w >= 0 for ws in f.word_ids for w in ws) == f.num_words

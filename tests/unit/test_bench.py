@@ -17,8 +17,20 @@ H100 = "NVIDIA H100 80GB HBM3"
 
 
 def raw(**kw):
-    base = dict(steps=3, train_time_s=2.0, train_tokens=800, train_words=500, train_padded_tokens=1000, eval_time_s=4.0,
-                eval_words=1000, accuracy=0.9, params=1000, peak_memory_bytes=2**30, device="cpu", torch_threads=2)
+    base = dict(
+        steps=3,
+        train_time_s=2.0,
+        train_tokens=800,
+        train_words=500,
+        train_padded_tokens=1000,
+        eval_time_s=4.0,
+        eval_words=1000,
+        accuracy=0.9,
+        params=1000,
+        peak_memory_bytes=2**30,
+        device="cpu",
+        torch_threads=2,
+    )
     return {**base, **kw}
 
 
@@ -52,15 +64,27 @@ def test_peak_flops_table_and_mfu():
 
 
 def test_repeats_alternate_and_report_medians():
-    assert bench._order(["tagtune", "baseline"], 3) == ["baseline", "tagtune", "tagtune", "baseline", "baseline", "tagtune"]
+    assert bench._order(["tagtune", "baseline"], 3) == [
+        "baseline",
+        "tagtune",
+        "tagtune",
+        "baseline",
+        "baseline",
+        "tagtune",
+    ]
     row = bench.combine([bench.rates(raw(train_time_s=t)) for t in (1.0, 4.0, 2.0)])
     assert row["train_time_s"] == 2.0 and row["train_tokens_per_s"] == 400 and row["repeats"] == 3
 
 
 def test_gpu_report_prints_mfu_and_the_peak_it_used():
-    spec = bench.BenchSpec(preset="gpu", model="cache/roberta-base-shape-v1", dataset_name="synthetic:pos", precision="bf16")
+    spec = bench.BenchSpec(
+        preset="gpu", model="cache/roberta-base-shape-v1", dataset_name="synthetic:pos", precision="bf16"
+    )
     gpu = dict(device=H100, params=125_000_000, train_time_s=10.0)
-    runs = {"tagtune": [bench.rates(raw(train_tokens=4_000_000, **gpu))], "baseline": [bench.rates(raw(train_tokens=1_000_000, **gpu))]}
+    runs = {
+        "tagtune": [bench.rates(raw(train_tokens=4_000_000, **gpu))],
+        "baseline": [bench.rates(raw(train_tokens=1_000_000, **gpu))],
+    }
     rep = bench.assemble(spec, runs, {}, "tagtune bench --preset gpu")
     expected = 6 * 125e6 * 4e5 / 989e12
     assert rep["mfu"]["tagtune"] == pytest.approx(expected) and rep["mfu"]["baseline"] == pytest.approx(expected / 4)
@@ -84,8 +108,18 @@ def test_both_paths_run_and_the_report_matches_the_data(tmp_path, synthetic_bert
     from tagtune.features import LengthGroupedBatchSampler, build_features, load_tokenizer
     from tagtune.synthetic import generate_splits
 
-    spec = bench.BenchSpec(preset="cpu", model="synthetic:bert", dataset_name="synthetic:pos", max_steps=3, max_eval_samples=40,
-                           train_batch_size=16, eval_batch_size=16, learning_rate=1e-3, logging_steps=1, threads=1)
+    spec = bench.BenchSpec(
+        preset="cpu",
+        model="synthetic:bert",
+        dataset_name="synthetic:pos",
+        max_steps=3,
+        max_eval_samples=40,
+        train_batch_size=16,
+        eval_batch_size=16,
+        learning_rate=1e-3,
+        logging_steps=1,
+        threads=1,
+    )
     bench.run_bench(spec, tmp_path, command="test", log=lambda *_: None)
     js = json.loads((tmp_path / "bench.json").read_text())
     md = (tmp_path / "bench.md").read_text()
@@ -95,7 +129,9 @@ def test_both_paths_run_and_the_report_matches_the_data(tmp_path, synthetic_bert
     for path in ("tagtune", "baseline"):
         r = js[path]
         assert r["steps"] == 3 and r["eval_words"] == eval_words, (path, r)
-        assert 0 < r["train_words"] < r["train_tokens"] <= r["train_padded_tokens"]  # [CLS]/[SEP] are real, unscored tokens
+        assert (
+            0 < r["train_words"] < r["train_tokens"] <= r["train_padded_tokens"]
+        )  # [CLS]/[SEP] are real, unscored tokens
         assert 0.0 <= r["accuracy"] <= 1.0 and r["peak_memory_bytes"] > 100 * 2**20
         assert (tmp_path / f"{'01' if path == 'tagtune' else '00'}-{path}" / "log.txt").is_file()  # its own process
 

@@ -20,7 +20,9 @@ def load_recipe(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    classes = [v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, TrainConfig) and v is not TrainConfig]
+    classes = [
+        v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, TrainConfig) and v is not TrainConfig
+    ]
     assert len(classes) == 1, f"{path.name} should declare exactly one config class"
     return classes[0]
 
@@ -37,9 +39,9 @@ def test_precedence_defaults_recipe_file_cli(tmp_path):
     f = tmp_path / "over.yaml"
     f.write_text("lora_r: 12\nweight_decay: 0.5\n")
     cfg = parse(Recipe, ["--config", str(f), "--weight_decay", "0.25"])
-    assert cfg.learning_rate == 1e-3          # recipe beats default 5e-5
-    assert cfg.lora_r == 12                   # file beats recipe
-    assert cfg.weight_decay == 0.25           # CLI beats file
+    assert cfg.learning_rate == 1e-3  # recipe beats default 5e-5
+    assert cfg.lora_r == 12  # file beats recipe
+    assert cfg.weight_decay == 0.25  # CLI beats file
     assert cfg.per_device_train_batch_size == 16  # untouched default
     j = tmp_path / "over.json"
     j.write_text(json.dumps({"method": "lora", "num_train_epochs": 1}))
@@ -47,13 +49,16 @@ def test_precedence_defaults_recipe_file_cli(tmp_path):
     assert (cfg.method, cfg.num_train_epochs) == ("lora", 1)
 
 
-@pytest.mark.parametrize("args, field", [
-    (["--lora_r", "0"], "lora_r"),
-    (["--learning_rate", "-1"], "learning_rate"),
-    (["--warmup_ratio", "1.5"], "warmup_ratio"),
-    (["--max_length", "4"], "max_length"),
-    (["--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--lora_r", "0"], "lora_r"),
+        (["--learning_rate", "-1"], "learning_rate"),
+        (["--warmup_ratio", "1.5"], "warmup_ratio"),
+        (["--max_length", "4"], "max_length"),
+        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
+    ],
+)
 def test_invalid_values_name_the_field(args, field):
     with pytest.raises(ConfigError) as err:
         parse(Recipe, args)
@@ -95,8 +100,12 @@ def test_every_field_has_help():
 
 
 def test_help_explains_every_field_of_a_recipe():
-    out = subprocess.run([sys.executable, str(ROOT / "recipes" / "roberta_lora.py"), "--help"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "roberta_lora.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     flat = " ".join(out.split())
     for f in dataclasses.fields(TrainConfig):
         assert f"--{f.name}" in out
@@ -106,17 +115,29 @@ def test_help_explains_every_field_of_a_recipe():
 
 
 def test_cli_error_is_one_line_not_a_traceback():
-    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "bert_lora.py"), "--lora_r", "0"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "bert_lora.py"), "--lora_r", "0"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "tagtune: error: config field 'lora_r'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-STUDY = {"learning_rate": 5e-5, "per_device_train_batch_size": 16, "num_train_epochs": 3.0, "weight_decay": 0.01,
-         "dataset_name": "batterydata/pos_tagging", "lora_r": 8, "lora_target_modules": None}
-EXPECTED = {"bert_full": ("bert-base-cased", "full"), "bert_lora": ("bert-base-cased", "lora"),
-            "roberta_full": ("roberta-base", "full"), "roberta_lora": ("roberta-base", "lora")}
+STUDY = {
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 16,
+    "num_train_epochs": 3.0,
+    "weight_decay": 0.01,
+    "dataset_name": "batterydata/pos_tagging",
+    "lora_r": 8,
+    "lora_target_modules": None,
+}
+EXPECTED = {
+    "bert_full": ("bert-base-cased", "full"),
+    "bert_lora": ("bert-base-cased", "lora"),
+    "roberta_full": ("roberta-base", "full"),
+    "roberta_lora": ("roberta-base", "lora"),
+}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])

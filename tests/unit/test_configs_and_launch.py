@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shlex
 import subprocess
 from contextlib import redirect_stdout
@@ -17,15 +16,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 ACC = ROOT / "accelerate_configs"
 DS = ROOT / "ds_configs"
 LAUNCH = ROOT / "launch"
 
-DS_YAMLS = {"deepspeed_zero1": ("zero1", 1), "deepspeed_zero2": ("zero2", 2), "deepspeed_zero2_offload": ("zero2_offload", 2),
-            "deepspeed_zero3": ("zero3", 3), "deepspeed_zero3_offload": ("zero3_offload", 3)}
+DS_YAMLS = {
+    "deepspeed_zero1": ("zero1", 1),
+    "deepspeed_zero2": ("zero2", 2),
+    "deepspeed_zero2_offload": ("zero2_offload", 2),
+    "deepspeed_zero3": ("zero3", 3),
+    "deepspeed_zero3_offload": ("zero3_offload", 3),
+}
 PLAIN_YAMLS = {"single_t4_fp16": "NO", "multi_gpu": "MULTI_GPU", "multi_node": "MULTI_GPU"}
 
 
@@ -33,13 +36,16 @@ PLAIN_YAMLS = {"single_t4_fp16": "NO", "multi_gpu": "MULTI_GPU", "multi_node": "
 # accelerate_configs/ and ds_configs/
 # ------------------------------------------------------------------------------------------
 
+
 def test_every_config_is_shipped_with_its_launch_command():
     assert {p.stem for p in ACC.glob("*.yaml")} == set(DS_YAMLS) | set(PLAIN_YAMLS)
     assert {p.stem for p in DS.glob("*.json")} == {v[0] for v in DS_YAMLS.values()}
     for p in ACC.glob("*.yaml"):
         assert f"accelerate launch --config_file accelerate_configs/{p.name}" in p.read_text(), p
     for p in DS.glob("*.json"):
-        assert "accelerate launch --config_file accelerate_configs/deepspeed_" in json.loads(p.read_text())["_comment"], p
+        assert (
+            "accelerate launch --config_file accelerate_configs/deepspeed_" in json.loads(p.read_text())["_comment"]
+        ), p
 
 
 @pytest.mark.parametrize("name", sorted(PLAIN_YAMLS))
@@ -48,7 +54,9 @@ def test_plain_accelerate_configs_load(name):
 
     cfg = load_config_from_file(str(ACC / f"{name}.yaml"))
     assert str(getattr(cfg.distributed_type, "value", cfg.distributed_type)) == PLAIN_YAMLS[name]
-    assert str(getattr(cfg.mixed_precision, "value", cfg.mixed_precision)) == "fp16"  # the T4 default; bf16 is a command-line choice
+    assert (
+        str(getattr(cfg.mixed_precision, "value", cfg.mixed_precision)) == "fp16"
+    )  # the T4 default; bf16 is a command-line choice
     if name == "multi_node":
         assert cfg.rdzv_backend == "c10d" and cfg.num_machines == 2
 
@@ -62,7 +70,10 @@ def test_deepspeed_configs_load_as_accelerate_and_deepspeed_read_them(name, monk
     raw = yaml.safe_load((ACC / f"{name}.yaml").read_text())
     # Accelerate refuses mixed_precision (and other DeepSpeed fields) in the yaml beside a deepspeed_config_file
     assert "mixed_precision" not in raw and set(raw["deepspeed_config"]) <= {
-        "deepspeed_config_file", "deepspeed_multinode_launcher", "zero3_init_flag"}
+        "deepspeed_config_file",
+        "deepspeed_multinode_launcher",
+        "zero3_init_flag",
+    }
     cfg = load_config_from_file(str(ACC / f"{name}.yaml"))
     assert str(getattr(cfg.distributed_type, "value", cfg.distributed_type)) == "DEEPSPEED"
     ds_file = ROOT / cfg.deepspeed_config["deepspeed_config_file"]
@@ -70,7 +81,12 @@ def test_deepspeed_configs_load_as_accelerate_and_deepspeed_read_them(name, monk
     assert cfg.deepspeed_config["zero3_init_flag"] is (stage == 3)
 
     ds = json.loads(ds_file.read_text())
-    for key in ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps", "gradient_clipping"):
+    for key in (
+        "train_micro_batch_size_per_gpu",
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+    ):
         assert ds[key] == "auto", key  # the recipe's values win
     assert ds["fp16"]["enabled"] == "auto" and ds["bf16"]["enabled"] == "auto"
     assert "optimizer" not in ds and "scheduler" not in ds  # the trainer's AdamW and schedule
@@ -91,7 +107,9 @@ def test_deepspeed_configs_load_as_accelerate_and_deepspeed_read_them(name, monk
     from deepspeed.runtime.config import DeepSpeedConfig
 
     filled = json.loads(json.dumps(ds).replace('"auto"', "null"))
-    filled.update(train_micro_batch_size_per_gpu=8, train_batch_size=8, gradient_accumulation_steps=1, gradient_clipping=1.0)
+    filled.update(
+        train_micro_batch_size_per_gpu=8, train_batch_size=8, gradient_accumulation_steps=1, gradient_clipping=1.0
+    )
     filled["fp16"]["enabled"], filled["bf16"]["enabled"] = True, False
     for k in ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold"):
         if zero.get(k) == "auto":
@@ -106,10 +124,17 @@ def test_deepspeed_configs_load_as_accelerate_and_deepspeed_read_them(name, monk
 # launch/*: dry runs
 # ------------------------------------------------------------------------------------------
 
+
 def dry_run(script: str, *args: str, env: dict | None = None, ok: bool = True) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PATH": "/usr/bin:/bin", **(env or {})}  # no nvidia-smi, no scontrol
-    proc = subprocess.run(["bash", str(LAUNCH / script), "--dry-run", *args], capture_output=True, text=True, env=full_env,
-                          cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(LAUNCH / script), "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert (proc.returncode == 0) is ok, proc.stderr
     return proc
 
@@ -133,12 +158,29 @@ def test_single_gpu_dry_run():
     assert a.training_script == "recipes/roberta_lora.py" and a.training_script_args == ["--num_train_epochs", "1"]
 
 
-@pytest.mark.parametrize("flags,config", [([], "multi_gpu"), (["--zero", "1"], "deepspeed_zero1"),
-                                          (["--zero", "2", "--offload"], "deepspeed_zero2_offload"),
-                                          (["--zero", "3"], "deepspeed_zero3")])
+@pytest.mark.parametrize(
+    "flags,config",
+    [
+        ([], "multi_gpu"),
+        (["--zero", "1"], "deepspeed_zero1"),
+        (["--zero", "2", "--offload"], "deepspeed_zero2_offload"),
+        (["--zero", "3"], "deepspeed_zero3"),
+    ],
+)
 def test_multi_gpu_dry_run(flags, config):
-    (cmd,) = printed(dry_run("multi_gpu.sh", "--gpus", "4", *flags, "--mixed_precision", "bf16", "recipes/roberta_full.py",
-                             "--lora_r", "16"))
+    (cmd,) = printed(
+        dry_run(
+            "multi_gpu.sh",
+            "--gpus",
+            "4",
+            *flags,
+            "--mixed_precision",
+            "bf16",
+            "recipes/roberta_full.py",
+            "--lora_r",
+            "16",
+        )
+    )
     a = accelerate_args(cmd)
     assert Path(a.config_file) == ACC / f"{config}.yaml"
     assert (a.num_processes, a.num_machines, a.mixed_precision) == (4, 1, "bf16")
@@ -147,13 +189,20 @@ def test_multi_gpu_dry_run(flags, config):
 
 def test_multi_gpu_refuses_what_cannot_work():
     assert "no GPU found" in dry_run("multi_gpu.sh", "recipes/smoke.py", ok=False).stderr
-    assert "--offload needs" in dry_run("multi_gpu.sh", "--gpus", "2", "--offload", "recipes/smoke.py", ok=False).stderr
-    assert "--zero must be 1, 2 or 3" in dry_run("multi_gpu.sh", "--gpus", "2", "--zero", "4", "recipes/smoke.py", ok=False).stderr
+    assert (
+        "--offload needs" in dry_run("multi_gpu.sh", "--gpus", "2", "--offload", "recipes/smoke.py", ok=False).stderr
+    )
+    assert (
+        "--zero must be 1, 2 or 3"
+        in dry_run("multi_gpu.sh", "--gpus", "2", "--zero", "4", "recipes/smoke.py", ok=False).stderr
+    )
 
 
 def test_slurm_dry_run_per_node_command():
     env = {"SLURM_JOB_NODELIST": "gpu[03-04,07]", "SLURM_NNODES": "3", "SLURM_GPUS_ON_NODE": "4", "SLURM_PROCID": "2"}
-    srun, node = printed(dry_run("slurm_multinode.sbatch", "--zero", "3", "recipes/roberta_full.py", "--seed", "7", env=env))
+    srun, node = printed(
+        dry_run("slurm_multinode.sbatch", "--zero", "3", "recipes/roberta_full.py", "--seed", "7", env=env)
+    )
     assert srun[:4] == ["srun", "--ntasks-per-node=1", "--ntasks=3", "bash"] and srun[4] == "-c"
     inner = srun[5]
     assert '--machine_rank "$SLURM_PROCID"' in inner  # expanded on each node, not here
@@ -174,17 +223,28 @@ def test_slurm_dry_run_per_node_command():
 def test_deepspeed_hostfile_dry_run(tmp_path):
     hostfile = tmp_path / "hosts"
     hostfile.write_text("# cluster\nnode-a slots=8\n\nnode-b slots=4  # smaller box\n")
-    (cmd,) = printed(dry_run("deepspeed_hostfile.sh", "--hostfile", str(hostfile), "--zero", "2", "recipes/roberta_lora.py"))
+    (cmd,) = printed(
+        dry_run("deepspeed_hostfile.sh", "--hostfile", str(hostfile), "--zero", "2", "recipes/roberta_lora.py")
+    )
     a = accelerate_args(cmd)
     assert Path(a.config_file) == ACC / "deepspeed_zero2.yaml"
     assert (a.num_machines, a.num_processes, a.main_process_ip) == (2, 12, "node-a")
     assert (a.deepspeed_hostfile, a.deepspeed_multinode_launcher) == (str(hostfile), "pdsh")
-    assert "hostfile not found" in dry_run("deepspeed_hostfile.sh", "--hostfile", str(tmp_path / "nope"), "recipes/x.py", ok=False).stderr
+    assert (
+        "hostfile not found"
+        in dry_run("deepspeed_hostfile.sh", "--hostfile", str(tmp_path / "nope"), "recipes/x.py", ok=False).stderr
+    )
 
 
 def test_zero_to_fp32_dry_run():
     convert, finish = printed(dry_run("zero_to_fp32.sh", "run/checkpoints/step-8", "run/fp32"))
-    assert convert[1:] == ["-m", "deepspeed.utils.zero_to_fp32", "run/checkpoints/step-8", "run/fp32", "--safe_serialization"]
+    assert convert[1:] == [
+        "-m",
+        "deepspeed.utils.zero_to_fp32",
+        "run/checkpoints/step-8",
+        "run/fp32",
+        "--safe_serialization",
+    ]
     assert finish[1:] == [str(LAUNCH / "zero_to_fp32_finish.py"), "run/checkpoints/step-8", "run/fp32"]
 
 
@@ -197,22 +257,46 @@ def test_gpu_check_dry_run_falls_back_to_a_tiny_model_and_local_data():
     for cmd in cmds[:4]:
         a = accelerate_args(cmd)
         args = a.training_script_args
-        value = lambda flag: args[args.index(flag) + 1]  # noqa: E731
+        value = lambda flag, args=args: args[args.index(flag) + 1]  # noqa: E731
         assert a.mixed_precision == "fp16"
-        assert (value("--model_name_or_path"), value("--dataset_name"), value("--max_steps")) == ("synthetic:roberta", "synthetic:pos", "20")
+        assert (value("--model_name_or_path"), value("--dataset_name"), value("--max_steps")) == (
+            "synthetic:roberta",
+            "synthetic:pos",
+            "20",
+        )
         seen.append((Path(a.config_file).stem, Path(a.training_script).name, Path(value("--output_dir")).name))
-    assert seen == [("single_t4_fp16", "roberta_lora.py", "single_fp16-lora"), ("deepspeed_zero2", "roberta_lora.py", "zero2_fp16-lora"),
-                    ("single_t4_fp16", "roberta_full.py", "single_fp16-full"), ("deepspeed_zero2", "roberta_full.py", "zero2_fp16-full")]
+    assert seen == [
+        ("single_t4_fp16", "roberta_lora.py", "single_fp16-lora"),
+        ("deepspeed_zero2", "roberta_lora.py", "zero2_fp16-lora"),
+        ("single_t4_fp16", "roberta_full.py", "single_fp16-full"),
+        ("deepspeed_zero2", "roberta_full.py", "zero2_fp16-full"),
+    ]
     # a local model folder and local files replace the fallbacks
-    cmds = printed(dry_run("gpu_check.sh", "--model", "/models/roberta-base", "--train_file", "t.conllu", "--validation_file", "d.conllu"))
+    cmds = printed(
+        dry_run(
+            "gpu_check.sh",
+            "--model",
+            "/models/roberta-base",
+            "--train_file",
+            "t.conllu",
+            "--validation_file",
+            "d.conllu",
+        )
+    )
     args = accelerate_args(cmds[0]).training_script_args
     assert args[args.index("--model_name_or_path") + 1] == "/models/roberta-base"
     assert args[args.index("--train_file") + 1] == "t.conllu" and args[args.index("--dataset_name") + 1] == ""
 
 
 def test_gpu_check_without_gpu_and_without_dry_run_stops():
-    proc = subprocess.run(["bash", str(LAUNCH / "gpu_check.sh")], capture_output=True, text=True,
-                          env={**os.environ, "PATH": "/usr/bin:/bin"}, cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(LAUNCH / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "no GPU found" in proc.stderr and proc.stdout == ""
 
 
@@ -247,6 +331,7 @@ def test_gpu_check_report_from_a_real_run(smoke_run, tmp_path):
 # tagtune memory
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def memory_json():
     from tagtune.memory import main
@@ -263,7 +348,7 @@ def rows_of(memory_json, model, method, gpus):
 
 
 def test_memory_formula_by_hand(memory_json):
-    gib = 1024 ** 3
+    gib = 1024**3
     # LoRA: the study's counts (108,051,504 distinct parameters, 331,824 trainable); every weight has its
     # 2-byte fp16 copy, the trainable ones also 2 bytes of gradient and 12 of optimizer states
     entry, rows = rows_of(memory_json, "bert-base-cased", "lora", 8)
@@ -282,7 +367,9 @@ def test_memory_formula_by_hand(memory_json):
     # DeepSpeed's estimator beside it (adds fp32 gradients): 2 + 18/N bytes per parameter under ZeRO-2
     assert rows["ZeRO-2"]["deepspeed_gpu_gib"] * gib == pytest.approx(2 * psi + 18 * psi / 8, rel=1e-6)
     _, one = rows_of(memory_json, "roberta-base", "full", 1)
-    assert len({round(one[s]["gpu_total_gib"], 9) for s in ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")}) == 1  # nothing to split on 1 GPU
+    assert (
+        len({round(one[s]["gpu_total_gib"], 9) for s in ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")}) == 1
+    )  # nothing to split on 1 GPU
 
 
 def test_readme_memory_table_is_what_the_command_prints():

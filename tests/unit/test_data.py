@@ -4,18 +4,30 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from conftest import EWT
 
 from tagtune import DataError
 from tagtune.data import build_corpus, detect_format, load_corpus, read_conll, read_conllu, read_json
 
-from conftest import EWT
-
 
 def cfg(**kw):
-    base = dict(data_format="auto", words_field="words", labels_field="labels", conllu_tag_column="xpos",
-                conll_word_column=0, conll_tag_column=-1, eval_split="auto", max_train_samples=None,
-                max_eval_samples=None, eval_every_epoch=True, dataset_name=None, dataset_config_name=None,
-                train_file=None, validation_file=None, test_file=None)
+    base = dict(
+        data_format="auto",
+        words_field="words",
+        labels_field="labels",
+        conllu_tag_column="xpos",
+        conll_word_column=0,
+        conll_tag_column=-1,
+        eval_split="auto",
+        max_train_samples=None,
+        max_eval_samples=None,
+        eval_every_epoch=True,
+        dataset_name=None,
+        dataset_config_name=None,
+        train_file=None,
+        validation_file=None,
+        test_file=None,
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -68,7 +80,12 @@ def test_json_array_object_and_jsonl(tmp_path):
 
 def test_length_mismatch_names_split_line_and_lengths(tmp_path):
     p = tmp_path / "train.jsonl"
-    p.write_text(json.dumps({"words": ["a"], "labels": ["DT"]}) + "\n" + json.dumps({"words": ["a", "b", "c"], "labels": ["DT"]}) + "\n")
+    p.write_text(
+        json.dumps({"words": ["a"], "labels": ["DT"]})
+        + "\n"
+        + json.dumps({"words": ["a", "b", "c"], "labels": ["DT"]})
+        + "\n"
+    )
     with pytest.raises(DataError) as err:
         load_corpus(cfg(train_file=str(p), eval_every_epoch=False))
     msg = str(err.value)
@@ -78,7 +95,12 @@ def test_length_mismatch_names_split_line_and_lengths(tmp_path):
 def test_hub_style_mismatch_names_sentence_index():
     from tagtune.data import Sentence
 
-    splits = {"train": [Sentence(["a"], ["X"], "split 'train', sentence 0"), Sentence(["a", "b"], ["X"], "split 'train', sentence 1")]}
+    splits = {
+        "train": [
+            Sentence(["a"], ["X"], "split 'train', sentence 0"),
+            Sentence(["a", "b"], ["X"], "split 'train', sentence 1"),
+        ]
+    }
     with pytest.raises(DataError, match=r"split 'train', sentence 1: 2 words but 1 labels"):
         build_corpus(splits, cfg(eval_every_epoch=False))
 
@@ -118,12 +140,20 @@ def test_labels_sorted_from_train_and_eval_split_choice(tmp_path):
 
 def test_hub_dataset_with_class_label_ids(monkeypatch):
     datasets = pytest.importorskip("datasets")
-    feats = datasets.Features({"words": datasets.Sequence(datasets.Value("string")),
-                               "labels": datasets.Sequence(datasets.ClassLabel(names=["DT", "NN", "VB"]))})
-    dsd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"words": [["the", "dog"], ["run"]], "labels": [[0, 1], [2]]}, features=feats),
-        "test": datasets.Dataset.from_dict({"words": [["a", "cat"]], "labels": [[0, 1]]}, features=feats),
-    })
+    feats = datasets.Features(
+        {
+            "words": datasets.Sequence(datasets.Value("string")),
+            "labels": datasets.Sequence(datasets.ClassLabel(names=["DT", "NN", "VB"])),
+        }
+    )
+    dsd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"words": [["the", "dog"], ["run"]], "labels": [[0, 1], [2]]}, features=feats
+            ),
+            "test": datasets.Dataset.from_dict({"words": [["a", "cat"]], "labels": [[0, 1]]}, features=feats),
+        }
+    )
     seen = {}
 
     def fake_load(name, config=None):
@@ -148,7 +178,11 @@ def test_hub_failure_is_a_clear_error(monkeypatch):
 
 
 def test_format_detection_and_unknown_extension():
-    assert detect_format("a.jsonl") == "json" and detect_format("a.conllu") == "conllu" and detect_format("a.txt") == "conll"
+    assert (
+        detect_format("a.jsonl") == "json"
+        and detect_format("a.conllu") == "conllu"
+        and detect_format("a.txt") == "conll"
+    )
     with pytest.raises(DataError, match="unknown data format"):
         detect_format("a.parquet")
 
@@ -165,6 +199,8 @@ def test_missing_file_and_bad_utf8(tmp_path):
 
 @pytest.mark.skipif(not EWT.is_dir(), reason="needs ../shared/data/ud_english_ewt")
 def test_real_ewt_counts_match_provenance():
-    c = load_corpus(cfg(train_file=str(EWT / "en_ewt-ud-train.conllu"), validation_file=str(EWT / "en_ewt-ud-dev.conllu")))
+    c = load_corpus(
+        cfg(train_file=str(EWT / "en_ewt-ud-train.conllu"), validation_file=str(EWT / "en_ewt-ud-dev.conllu"))
+    )
     assert len(c.train) == 12544 and sum(len(s.words) for s in c.train) == 204577 and len(c.labels) == 49
     assert len(c.eval) == 2001 and sum(len(s.words) for s in c.eval) == 25147

@@ -2,10 +2,17 @@
 
 import numpy as np
 import pytest
-import torch
 
-from tagtune.features import (IGNORE, Collator, LengthGroupedBatchSampler, build_features, is_byte_level,
-                              load_tokenizer, special_tokens, window_spans)
+from tagtune.features import (
+    IGNORE,
+    Collator,
+    LengthGroupedBatchSampler,
+    build_features,
+    is_byte_level,
+    load_tokenizer,
+    special_tokens,
+    window_spans,
+)
 
 L2I = {"DT": 0, "JJ": 1, "NN": 2, "VBZ": 3, ".": 4}
 WORDS = ["the", "unbelievable", "teacher", "books", "."]
@@ -67,7 +74,9 @@ def test_collator_pads_dynamically_and_to_multiple_of_8(bert_tok):
     b = Collator(f, bert_tok.pad_token_id)([0, 1])
     assert b["input_ids"].shape == (2, longest)
     assert b["attention_mask"].sum().item() == sum(f.lengths)
-    assert (b["labels"][1, f.lengths[1]:] == IGNORE).all() and (b["input_ids"][1, f.lengths[1]:] == bert_tok.pad_token_id).all()
+    assert (b["labels"][1, f.lengths[1] :] == IGNORE).all() and (
+        b["input_ids"][1, f.lengths[1] :] == bert_tok.pad_token_id
+    ).all()
     b8 = Collator(f, bert_tok.pad_token_id, pad_to_multiple_of=8)([1])
     assert b8["input_ids"].shape[1] % 8 == 0 and b8["input_ids"].shape[1] >= f.lengths[1]
 
@@ -89,8 +98,10 @@ def test_length_grouped_sampler_shuffles_reproducibly():
     assert e0 == list(LengthGroupedBatchSampler(lengths, 8, seed=3))
     s.set_epoch(1)
     assert list(s) != e0
+
     # grouping cuts padding versus a plain shuffle
     def pad(batches):
         return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
     plain = list(LengthGroupedBatchSampler(lengths, 8, seed=3, group_by_length=False))
     assert pad(e0) < 0.5 * pad(plain)

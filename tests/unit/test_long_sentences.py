@@ -32,8 +32,14 @@ def test_each_word_owned_by_exactly_one_window(arch, tagged, synthetic_bert, syn
     words, tags = long_sentence()
     l2i = {t: i for i, t in enumerate(sorted(LEXICON))}
     short = (["the", "cat", "."], ["DT", "NN", "."])
-    f = build_features([short[0], words, short[0]], [short[1], tags, short[1]] if tagged else None, tok,
-                       l2i if tagged else None, max_length=MAX_LEN, stride=STRIDE)
+    f = build_features(
+        [short[0], words, short[0]],
+        [short[1], tags, short[1]] if tagged else None,
+        tok,
+        l2i if tagged else None,
+        max_length=MAX_LEN,
+        stride=STRIDE,
+    )
     assert f.num_words == N_LONG + 6
     windows = [i for i, s in enumerate(f.sent_ids) if s == 1]
     assert len(windows) > N_LONG // (MAX_LEN - 2)  # really split, many times
@@ -42,7 +48,7 @@ def test_each_word_owned_by_exactly_one_window(arch, tagged, synthetic_bert, syn
     for i in windows:
         ids, w_ids = f.input_ids[i], f.word_ids[i]
         assert len(ids) <= MAX_LEN, "a window exceeds max_length"
-        assert ids[: len(pre)] == pre and ids[len(ids) - len(suf):] == suf  # every window is a well-formed input
+        assert ids[: len(pre)] == pre and ids[len(ids) - len(suf) :] == suf  # every window is a well-formed input
         owned += [w for w in w_ids if w >= 0]
         for pos, w in enumerate(w_ids):
             if w >= 0:
@@ -65,14 +71,40 @@ def test_two_thousand_word_sentence_train_and_eval_counts_every_word(tmp_path):
     train = [long_sentence(N_LONG)] + sp["train"][:40]
     dev = [long_sentence(N_LONG, offset=7)] + sp["validation"][:10]
     for name, sents in (("train", train), ("dev", dev)):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"words": w, "labels": t}) + "\n" for w, t in sents))
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"words": w, "labels": t}) + "\n" for w, t in sents)
+        )
     dev_words = sum(len(w) for w, _ in dev)
     out = tmp_path / "run"
-    results = main(TrainConfig, [
-        "--dataset_name", "", "--model_name_or_path", "synthetic:bert", "--train_file", str(tmp_path / "train.jsonl"),
-        "--validation_file", str(tmp_path / "dev.jsonl"), "--max_length", str(MAX_LEN), "--stride", str(STRIDE),
-        "--per_device_train_batch_size", "32", "--num_train_epochs", "1", "--learning_rate", "3e-3",
-        "--report_to", "none", "--output_dir", str(out), "--checkpoint_epoch_end", "false"])
+    results = main(
+        TrainConfig,
+        [
+            "--dataset_name",
+            "",
+            "--model_name_or_path",
+            "synthetic:bert",
+            "--train_file",
+            str(tmp_path / "train.jsonl"),
+            "--validation_file",
+            str(tmp_path / "dev.jsonl"),
+            "--max_length",
+            str(MAX_LEN),
+            "--stride",
+            str(STRIDE),
+            "--per_device_train_batch_size",
+            "32",
+            "--num_train_epochs",
+            "1",
+            "--learning_rate",
+            "3e-3",
+            "--report_to",
+            "none",
+            "--output_dir",
+            str(out),
+            "--checkpoint_epoch_end",
+            "false",
+        ],
+    )
     assert results["eval_words"] == dev_words == N_LONG + sum(len(w) for w, _ in dev[1:])
     assert results["final"]["num_words"] == dev_words
     assert results["final"]["num_sentences"] == len(dev)
@@ -86,7 +118,9 @@ def test_two_thousand_word_sentence_train_and_eval_counts_every_word(tmp_path):
 def test_a_word_longer_than_a_window_is_kept_once_and_reported(synthetic_bert, caplog):
     tok = load_tokenizer(synthetic_bert)
     word = "unbelievable" * 3  # 36 sub-tokens here: far more sub-tokens than max_length 8 leaves room for
-    f = build_features([["the", word, "."]], [["DT", "NN", "."]], tok, {"DT": 0, "NN": 1, ".": 2}, max_length=8, stride=1)
+    f = build_features(
+        [["the", word, "."]], [["DT", "NN", "."]], tok, {"DT": 0, "NN": 1, ".": 2}, max_length=8, stride=1
+    )
     assert sorted(w for ws in f.word_ids for w in ws if w >= 0) == [0, 1, 2]
     assert all(len(ids) <= 8 for ids in f.input_ids)
     assert "1 word(s) have more than 6 sub-tokens" in caplog.text

@@ -1,17 +1,23 @@
 """Metrics against hand-computed values, including seqeval's POS quirk."""
 
-import numpy as np
 import pytest
 
-from tagtune.metrics import compute_metrics, confusion, label_distribution, per_tag_scores, seqeval_report_compatible, token_accuracy
+from tagtune.metrics import (
+    compute_metrics,
+    confusion,
+    label_distribution,
+    per_tag_scores,
+    seqeval_report_compatible,
+    token_accuracy,
+)
 
 
 def test_seqeval_pos_quirk_from_the_notes():
     gold, pred = [["NN", "IN", "DT", "NN"]], [["NN", "NN", "DT", "NN"]]
     sq = seqeval_report_compatible(gold, pred)
-    assert sq["precision"] == sq["recall"] == sq["f1"] == 1.0   # seqeval is blind to the error...
+    assert sq["precision"] == sq["recall"] == sq["f1"] == 1.0  # seqeval is blind to the error...
     m = compute_metrics(gold, pred)
-    assert m["accuracy"] == 0.75                                  # ...token accuracy is not
+    assert m["accuracy"] == 0.75  # ...token accuracy is not
     assert m["seqeval_f1"] == 1.0 and m["macro_f1"] < 1.0
 
 

@@ -14,14 +14,24 @@ def bert_base_cased():
 
 
 def roberta_base():
-    return RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-                         layer_norm_eps=1e-5, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+    return RobertaConfig(
+        vocab_size=50265,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
+    )
 
 
-@pytest.mark.parametrize("make, trainable, total, unique, pct", [
-    (bert_base_cased, 331_824, 108_088_416, 108_051_504, 0.3070),
-    (roberta_base, 331_824, 124_423_776, 124_386_864, 0.2667),
-])
+@pytest.mark.parametrize(
+    "make, trainable, total, unique, pct",
+    [
+        (bert_base_cased, 331_824, 108_088_416, 108_051_504, 0.3070),
+        (roberta_base, 331_824, 124_423_776, 124_386_864, 0.2667),
+    ],
+)
 def test_lora_counts_match_the_study(make, trainable, total, unique, pct):
     cfg = TrainConfig(dataset_name="synthetic:pos", method="lora")
     c = count_parameters(model_from_config(make(), cfg))
@@ -38,6 +48,8 @@ def test_full_counts_everything_trainable():
 
 
 def test_lora_rank_and_targets_change_counts():
-    cfg = TrainConfig(dataset_name="synthetic:pos", method="lora", lora_r=16, lora_target_modules=["query", "key", "value"])
+    cfg = TrainConfig(
+        dataset_name="synthetic:pos", method="lora", lora_r=16, lora_target_modules=["query", "key", "value"]
+    )
     c = count_parameters(model_from_config(bert_base_cased(), cfg))
     assert c.trainable == 12 * 3 * 16 * (768 + 768) + 36_912

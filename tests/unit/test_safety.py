@@ -36,14 +36,18 @@ def test_trust_remote_code_is_off_by_default_and_repo_code_never_runs(tmp_path, 
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
         "from transformers import BertConfig, BertForTokenClassification\n"
         "class Cfg(BertConfig):\n    pass\n"
-        "class Model(BertForTokenClassification):\n    config_class = Cfg\n")
+        "class Model(BertForTokenClassification):\n    config_class = Cfg\n"
+    )
     cfg = TrainConfig(model_name_or_path=str(model_dir), dataset_name="synthetic:pos")
     model = build_model(cfg, ["DT", "NN"])
     load_tokenizer(str(model_dir))
     assert type(model).__module__.startswith("transformers.models.bert")  # the stock class, not the repo's
     assert not marker.exists()
     # the same folder with the switch on does run it: the check above can fail
-    build_model(TrainConfig(model_name_or_path=str(model_dir), dataset_name="synthetic:pos", trust_remote_code=True), ["DT", "NN"])
+    build_model(
+        TrainConfig(model_name_or_path=str(model_dir), dataset_name="synthetic:pos", trust_remote_code=True),
+        ["DT", "NN"],
+    )
     assert marker.exists()
 
 
@@ -54,11 +58,31 @@ def _tiny_run(out: Path, data: Path, *extra: str) -> dict:
         data.mkdir(parents=True, exist_ok=True)
         sp = generate_splits()
         for name, split in (("train", "train"), ("dev", "validation")):
-            (data / f"{name}.jsonl").write_text("".join(json.dumps({"words": w, "labels": t}) + "\n" for w, t in sp[split][:16]))
-    return main(TrainConfig, ["--dataset_name", "", "--model_name_or_path", "synthetic:bert",
-                              "--train_file", str(data / "train.jsonl"), "--validation_file", str(data / "dev.jsonl"),
-                              "--per_device_train_batch_size", "8", "--num_train_epochs", "1", "--logging_steps", "1",
-                              "--output_dir", str(out), *extra])
+            (data / f"{name}.jsonl").write_text(
+                "".join(json.dumps({"words": w, "labels": t}) + "\n" for w, t in sp[split][:16])
+            )
+    return main(
+        TrainConfig,
+        [
+            "--dataset_name",
+            "",
+            "--model_name_or_path",
+            "synthetic:bert",
+            "--train_file",
+            str(data / "train.jsonl"),
+            "--validation_file",
+            str(data / "dev.jsonl"),
+            "--per_device_train_batch_size",
+            "8",
+            "--num_train_epochs",
+            "1",
+            "--logging_steps",
+            "1",
+            "--output_dir",
+            str(out),
+            *extra,
+        ],
+    )
 
 
 class _Payload:
@@ -90,8 +114,14 @@ def test_checkpoints_are_safetensors_and_a_pickled_payload_is_refused(tmp_path, 
 
 def test_redact_by_name_part_and_by_value(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", FAKE_HF_TOKEN)
-    cfg = {"hub_token": "x" * 12, "wandb_api_key": "y" * 12, "tokenizer_name": "bert-base-cased",
-           "label_all_subtokens": True, "run_name": f"try-{FAKE_HF_TOKEN}", "nested": [{"password": "hunter22"}]}
+    cfg = {
+        "hub_token": "x" * 12,
+        "wandb_api_key": "y" * 12,
+        "tokenizer_name": "bert-base-cased",
+        "label_all_subtokens": True,
+        "run_name": f"try-{FAKE_HF_TOKEN}",
+        "nested": [{"password": "hunter22"}],
+    }
     red = redact(cfg)
     assert red["hub_token"] == red["wandb_api_key"] == red["nested"][0]["password"] == "<redacted>"
     assert red["tokenizer_name"] == "bert-base-cased" and red["label_all_subtokens"] is True  # settings, not secrets
@@ -105,8 +135,16 @@ def test_secrets_in_the_environment_reach_no_written_file_log_or_tracker(tmp_pat
     caplog.set_level("DEBUG")
     out = tmp_path / "run"
     # the token also typed into a config value by mistake
-    results = _tiny_run(out, tmp_path / "data", "--report_to", "wandb", "--run_name", f"try-{FAKE_HF_TOKEN}",
-                        "--checkpointing_steps", "1")
+    results = _tiny_run(
+        out,
+        tmp_path / "data",
+        "--report_to",
+        "wandb",
+        "--run_name",
+        f"try-{FAKE_HF_TOKEN}",
+        "--checkpointing_steps",
+        "1",
+    )
     assert results["global_steps"] == 2
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files), "no W&B run file was written: the tracker was not exercised"
@@ -125,13 +163,28 @@ def test_secrets_in_the_environment_reach_no_written_file_log_or_tracker(tmp_pat
 # numerics: a diverging run stops and keeps its last good checkpoint; fp16 overflow steps counted
 # ----------------------------------------------------------------------------------------
 
+
 def test_persistent_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     from safetensors.torch import load_file
 
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_:  # lr 1e30: the weights explode after one step, the loss is NaN after
-        _tiny_run(out, tmp_path / "data", "--report_to", "none", "--learning_rate", "1e30", "--max_grad_norm", "0",
-                  "--checkpointing_steps", "1", "--nonfinite_loss_patience", "2", "--num_train_epochs", "3")
+        _tiny_run(
+            out,
+            tmp_path / "data",
+            "--report_to",
+            "none",
+            "--learning_rate",
+            "1e30",
+            "--max_grad_norm",
+            "0",
+            "--checkpointing_steps",
+            "1",
+            "--nonfinite_loss_patience",
+            "2",
+            "--num_train_epochs",
+            "3",
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "training loss was NaN/inf for 2 consecutive steps" in err
@@ -162,8 +215,18 @@ def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "make_accelerator", with_loss_scaling)
     out = tmp_path / "run"
     # no clipping: under real fp16 Accelerate unscales before clipping, this emulation cannot
-    results = _tiny_run(out, tmp_path / "data", "--report_to", "none", "--max_grad_norm", "0",
-                        "--checkpointing_steps", "1", "--save_total_limit", "0")
+    results = _tiny_run(
+        out,
+        tmp_path / "data",
+        "--report_to",
+        "none",
+        "--max_grad_norm",
+        "0",
+        "--checkpointing_steps",
+        "1",
+        "--save_total_limit",
+        "0",
+    )
     history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     assert results["overflow_steps"] == results["global_steps"] == 2
     assert [h["overflow_steps"] for h in history] == [1, 2]  # logged every step, cumulative

@@ -43,8 +43,16 @@ def test_precision_from_accelerate_launch_env(monkeypatch):
 def test_no_decay_on_bias_and_layernorm():
     from transformers import BertConfig, BertForTokenClassification
 
-    model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                  intermediate_size=32, num_labels=3))
+    model = BertForTokenClassification(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+        )
+    )
     decay, no_decay = param_groups(model, 0.01)
     names = {id(p): n for n, p in model.named_parameters()}
     nd = {names[id(p)] for p in no_decay["params"]}
