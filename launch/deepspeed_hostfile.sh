@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Several machines listed in a DeepSpeed hostfile ("host slots=GPUS" per line), DeepSpeed ZeRO 1/2/3.
 # Run it once, on the first host; DeepSpeed's pdsh launcher starts the other hosts over passwordless ssh
-# (the repository and environment must be at the same path on every host).
+# (the repository and environment must be at the same path on every host). It stops at once, naming pdsh,
+# when pdsh is not installed here.
 # Usage:  bash launch/deepspeed_hostfile.sh [--dry-run] --hostfile FILE [--zero 1|2|3] [--offload]
 #                 [--mixed_precision fp16|bf16|no] [--port 29500] RECIPE [recipe flags...]
 #   e.g.  bash launch/deepspeed_hostfile.sh --hostfile hosts.txt --zero 2 recipes/roberta_full.py
@@ -34,6 +35,12 @@ read -r NODES PROCS FIRST < <(awk '
     p += s; if (n == 1) first = $1 }
   END { print n + 0, p + 0, first }' "$HOSTFILE")
 [ "${NODES:-0}" -ge 1 ] || die "hostfile $HOSTFILE lists no hosts"
+# DeepSpeed's launcher reaches the other hosts with pdsh; without it the job would die inside DeepSpeed
+if [ "$NODES" -gt 1 ] && [ "$DRY_RUN" = 0 ] && ! command -v pdsh >/dev/null 2>&1; then
+  die "pdsh not found on PATH: DeepSpeed's multi-node launcher starts the other $((NODES - 1)) host(s) of $HOSTFILE" \
+      "with pdsh over passwordless ssh. Install pdsh on this host (e.g. apt-get install pdsh), or launch one" \
+      "command per node with launch/slurm_multinode.sbatch"
+fi
 CONFIG="$(ds_config_for "$ZERO" "$OFFLOAD")"
 run_cmd accelerate launch --config_file "$CONFIG" --num_machines "$NODES" --num_processes "$PROCS" \
   --main_process_ip "$FIRST" --main_process_port "$PORT" --mixed_precision "$MP" \
