@@ -81,6 +81,21 @@ def launch(config: str, method: str, out: Path, *extra: str, **env: str) -> Path
     return out
 
 
+# every 2-process ZeRO run (test_deepspeed, test_offload, test_universal_resume share them): a checkpoint
+# mid-way (the resume tests start there) and one at the last step, all kept
+ZERO_EXTRA = ("--checkpoint_epoch_end", "true", "--save_total_limit", "0", "--checkpointing_steps", "2")
+_LAUNCHES: dict[tuple, Path] = {}
+
+
+def shared_launch(config: str, method: str, tmp_root: Path, *extra: str) -> Path:
+    """launch() once per pytest session for the same arguments: test files share runs (test_offload.py
+    compares against test_deepspeed.py's ZeRO-2 runs without launching them again)."""
+    key = (config, method, extra)
+    if key not in _LAUNCHES:
+        _LAUNCHES[key] = launch(config, method, tmp_root / f"{config}-{method}-{len(_LAUNCHES)}", *extra)
+    return _LAUNCHES[key]
+
+
 def reference(method: str, tmp_root: Path) -> Path:
     """One process, the same global batch of 16: the loss curve the 2-process runs must reproduce."""
     if method not in _REFS:

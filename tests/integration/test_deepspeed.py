@@ -18,7 +18,16 @@ import shutil
 
 import pytest
 import torch
-from _scaleout_common import assert_same_predictions, check_run, launch, losses, reference, reload_in_fresh_process
+from _scaleout_common import (
+    ZERO_EXTRA,
+    assert_same_predictions,
+    check_run,
+    launch,
+    losses,
+    reference,
+    reload_in_fresh_process,
+    shared_launch,
+)
 from conftest import ROOT, read_json, run_cmd
 from safetensors.torch import load_file
 
@@ -27,13 +36,10 @@ MATRIX = [(stage, method) for stage in (1, 2, 3) for method in ("full", "lora")]
 
 @pytest.fixture(scope="module")
 def zero_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zero")
+    root = tmp_path_factory.getbasetemp()
     runs = {}
     for stage, method in MATRIX:
-        extra = ["--checkpoint_epoch_end", "true", "--save_total_limit", "0"]  # a checkpoint at the last step
-        if (stage, method) == (3, "full"):
-            extra += ["--checkpointing_steps", "2"]  # and one mid-way, for the resume tests
-        runs[stage, method] = launch(f"deepspeed_zero{stage}", method, root / f"zero{stage}-{method}", *extra)
+        runs[stage, method] = shared_launch(f"deepspeed_zero{stage}", method, root, *ZERO_EXTRA)
     return runs
 
 
@@ -159,5 +165,6 @@ def test_zero_checkpoint_at_another_world_size_points_at_zero_to_fp32(zero_runs,
     at = next(i for i, ln in enumerate(lines) if ln.startswith("tagtune: error:"))
     message = " ".join(lines[at : at + 2])  # the error, then its "Fix:" line
     assert "written by 2 processes, this launch has 1" in message and "zero_to_fp32" in message, message
+    assert "tagtune convert-checkpoint --to universal" in message, message  # the conversion that keeps the optimizer
     assert not (tmp_path / "one" / "results.json").exists()
     assert json.loads((run / "checkpoints" / "step-2" / "tagtune_checkpoint.json").read_text())["world_size"] == 2
