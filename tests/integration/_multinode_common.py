@@ -79,46 +79,50 @@ def run_nodes(cmds: list[list[str]], envs: list[dict[str, str]], port: int, time
     return outs
 
 
+def two_node_commands(config: str, script: str, args_per_node: list[list[str]], port: int) -> list[list[str]]:
+    """`accelerate launch --num_machines 2 --machine_rank 0|1 --main_process_ip 127.0.0.1 --main_process_port P
+    --rdzv_backend c10d` with accelerate_configs/<config>.yaml, one process per node."""
+    return [
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ROOT / "accelerate_configs" / f"{config}.yaml"),
+            "--num_machines",
+            str(NODES),
+            "--num_processes",
+            str(NODES),
+            "--machine_rank",
+            str(rank),
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            str(port),
+            "--rdzv_backend",
+            "c10d",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(ROOT / script),
+            *args,
+        ]
+        for rank, args in enumerate(args_per_node)
+    ]
+
+
 def accelerate_two_nodes(
     config: str, method: str, out: Path, reports: Path, *extra: str, **env: str
 ) -> tuple[Path, Path]:
-    """`accelerate launch --num_machines 2 --machine_rank 0|1 --main_process_ip 127.0.0.1 --main_process_port P
-    --rdzv_backend c10d` with accelerate_configs/<config>.yaml, one process per node. Node 0 writes into
-    ``out``; node 1 is given ``out.parent / (out.name + '-node1')``, which must stay empty (only the main
-    process writes outputs). Returns (node 0 output dir, node 1 output dir)."""
+    """recipes/smoke.py on 2 nodes x 1 process. Node 0 writes into ``out``; node 1 is given
+    ``out.parent / (out.name + '-node1')``, which must stay empty (only the main process writes outputs).
+    Returns (node 0 output dir, node 1 output dir)."""
     port = free_port()
     other = out.parent / f"{out.name}-node1"
-    cmds, envs = [], []
-    for rank, folder in enumerate((out, other)):
-        cmds.append(
-            [
-                sys.executable,
-                "-m",
-                "accelerate.commands.launch",
-                "--config_file",
-                str(ROOT / "accelerate_configs" / f"{config}.yaml"),
-                "--num_machines",
-                str(NODES),
-                "--num_processes",
-                str(NODES),
-                "--machine_rank",
-                str(rank),
-                "--main_process_ip",
-                "127.0.0.1",
-                "--main_process_port",
-                str(port),
-                "--rdzv_backend",
-                "c10d",
-                "--mixed_precision",
-                "no",
-                "--dynamo_backend",
-                "no",
-                str(ROOT / "recipes" / "smoke.py"),
-                *recipe_args(folder, method, GLOBAL_BATCH // NODES, *extra),
-            ]
-        )
-        envs.append(subprocess_env(**{ENV_VAR: str(reports)}, **env))
-    run_nodes(cmds, envs, port)
+    args = [recipe_args(folder, method, GLOBAL_BATCH // NODES, *extra) for folder in (out, other)]
+    cmds = two_node_commands(config, "recipes/smoke.py", args, port)
+    run_nodes(cmds, [subprocess_env(**{ENV_VAR: str(reports)}, **env)] * NODES, port)
     return out, other
 
 
