@@ -165,13 +165,14 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
                 where=where,
                 fix=f"pass {flag} as in the checkpoint's run, {fresh}",
             )
-    if meta["zero_stage"] and meta["world_size"] != current["world_size"]:
+    if meta["zero_stage"] and meta["world_size"] != current["world_size"] and not is_universal(meta):
         raise CheckpointError(
             f"DeepSpeed ZeRO-{meta['zero_stage']} checkpoint was written by {meta['world_size']} processes, "
             f"this launch has {current['world_size']}: its optimizer and parameter shards are split per process",
             where=where,
-            fix=f"relaunch with --num_processes {meta['world_size']}; or convert the shards to one fp32 state dict "
-            "with DeepSpeed's zero_to_fp32.py (see README 'Scaling out') and start a new run from it",
+            fix=f"relaunch with --num_processes {meta['world_size']}; or convert it, optimizer state kept, with "
+            f"`tagtune convert-checkpoint --to universal {where} OUT` and resume from OUT at any process count; "
+            "or keep the weights only with DeepSpeed's zero_to_fp32.py (see README 'Scaling out') and start a new run",
         )
     if meta["zero_stage"] != current["zero_stage"]:
         raise CheckpointError(
@@ -202,6 +203,18 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
             meta["world_size"],
             current["world_size"],
         )
+
+
+def is_universal(meta: dict[str, Any]) -> bool:
+    """Written by `tagtune convert-checkpoint --to universal`: loadable at any world size."""
+    return bool(meta.get("universal"))
+
+
+def request_universal_load(ds_config: dict[str, Any]) -> None:
+    """DeepSpeed reads a universal checkpoint only with "checkpoint": {"load_universal": true}; the trainer
+    sets it (before accelerator.prepare) when it resumes from a converted checkpoint, so the user's
+    DeepSpeed JSON stays the one the run was started with."""
+    ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
 
 
 # ----------------------------------------------------------------------------------------

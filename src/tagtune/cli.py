@@ -7,6 +7,7 @@ tagtune evaluate --model DIR --dataset ...
 tagtune export --model DIR --merge --out DIR
 tagtune memory --model NAME --gpus N
 tagtune bench --preset cpu|gpu
+tagtune convert-checkpoint --to universal CKPT OUT
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ COMMANDS = {
     "export": ("tagtune.predict", "export_main", "merge a LoRA adapter into a plain transformers model"),
     "memory": ("tagtune.memory", "main", "estimated per-device memory under DDP and ZeRO-1/2/3 (+offload)"),
     "bench": ("tagtune.bench", "main", "side-by-side benchmark against the standard HF Trainer recipe"),
+    "convert-checkpoint": (
+        "tagtune.universal",
+        "main",
+        "ZeRO checkpoint -> DeepSpeed universal format (resume at another process count, optimizer kept)",
+    ),
 }
 
 
 def usage() -> str:
     lines = ["usage: tagtune COMMAND [args]", "", "commands:"]
-    lines += [f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<18} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
