@@ -75,7 +75,7 @@ def configure_cpu_threads() -> tuple[int, str]:
     threads = max(1, len(os.sched_getaffinity(0)) // max(local, 1))
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # loader workers and other children inherit it
-    return threads, f"{len(os.sched_getaffinity(0))} cores / {local} local process(es) (accelerate launch set 1)"
+    return threads, f"{len(os.sched_getaffinity(0))} cores / {local} local process(es); accelerate launch had set 1"
 
 
 # ----------------------------------------------------------------------------------------
