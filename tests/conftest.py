@@ -52,7 +52,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cmd(cmd: list[str], timeout: int = 600, check: bool = True, **env_extra: str) -> subprocess.CompletedProcess:
+def run_cmd(
+    cmd: list[str], timeout: int = 600, check: bool = True, cwd: Path = ROOT, **env_extra: str
+) -> subprocess.CompletedProcess:
     """Run a command with a timeout; on failure show its output in the assertion message.
 
     A hang is made diagnosable: the children get TAGTUNE_FAULTHANDLER_TIMEOUT (the trainer then dumps every
@@ -63,7 +65,7 @@ def run_cmd(cmd: list[str], timeout: int = 600, check: bool = True, **env_extra:
     env = subprocess_env(**env_extra)
     env.setdefault("TAGTUNE_FAULTHANDLER_TIMEOUT", str(max(timeout - 20, 10)))
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         out, err = proc.communicate(timeout=timeout)
