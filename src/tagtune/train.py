@@ -43,6 +43,7 @@ from .outputs import (
     write_epoch_outputs,
     write_history,
 )
+from .rank_report import write_rank_report
 from .saving import save_model
 
 logger = logging.getLogger("tagtune")
@@ -146,6 +147,7 @@ class TrainingRecipe:
             timeout_s=cfg.ddp_timeout,
         )
         acc = self.accelerator
+        write_rank_report(acc)  # TAGTUNE_RANK_REPORT=<dir>: each process records its ranks (multi-node tests)
         if self.resume_path is None and cfg.overwrite_output_dir and acc.is_main_process:
             ckpt.clear_checkpoints(cfg.output_dir)
         runtime.setup_logging(acc.is_main_process)
@@ -273,6 +275,8 @@ class TrainingRecipe:
             ds["train_micro_batch_size_per_gpu"] = cfg.per_device_train_batch_size  # our loader has a batch sampler
             if ds.get("gradient_clipping", "auto") == "auto":  # Accelerate would fill 1.0; DeepSpeed clips itself
                 ds["gradient_clipping"] = cfg.max_grad_norm
+            if self.resume_meta is not None and ckpt.is_universal(self.resume_meta):
+                ckpt.request_universal_load(ds)  # `tagtune convert-checkpoint --to universal` output
         self.model, self.optimizer, self.train_dl, self.eval_dl, self.scheduler = acc.prepare(
             self.model, self.optimizer, self.train_dl, self.eval_dl, self.scheduler
         )
