@@ -33,9 +33,10 @@ from conftest import run_cmd
 MATRIX = [(stage, method) for stage in (2, 3) for method in ("full", "lora")]
 
 # Relative gap per step between the offloaded run (DeepSpeedCPUAdam on the CPU copy of the fp32 weights)
-# and the same ZeRO stage-2 run without offload (torch AdamW): the same Adam(W) update in another kernel;
-# measured for ZeRO-2 offload: 2.7e-7 full, 8.5e-8 LoRA over 4 steps (float32 rounding only).
-OFFLOAD_RTOL = 1e-4
+# and the same 2-process ZeRO-2 run without offload (torch AdamW): the same AdamW update in another kernel.
+# Measured over 4 steps (float32 rounding only, the same in every run): ZeRO-2 offload 2.7e-7 full,
+# 8.5e-8 LoRA; ZeRO-3 offload 3.6e-7 full, 8.5e-8 LoRA.
+OFFLOAD_RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
