@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, read_json, subprocess_env, train_smoke
 
-from tagtune import cli
+from tagtune import Tagger, cli
 from tagtune.errors import DataError
-from tagtune.predict import Tagger, split_text
+from tagtune.text import split_text, tokenizer_name
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -210,11 +210,16 @@ def test_a_2000_word_sentence_gets_2000_tags(tagger, training_eval):
 
 
 def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, monkeypatch):
-    assert split_text("John's dog can't run. It costs 1,000 dollars!\n\n\"Really?\" she said...") == [
+    assert tokenizer_name() == "pysbd+nltk"
+    # PTB words and abbreviation-aware sentences: what the training data keeps whole stays whole
+    assert split_text("Mr. Smith bought U.S. stamps at 10:30 a.m. today. He paid $5.") == [
+        ["Mr.", "Smith", "bought", "U.S.", "stamps", "at", "10:30", "a.m.", "today", "."],
+        ["He", "paid", "$", "5", "."],
+    ]
+    assert split_text("John's dog can't run. It costs 1,000 dollars!\n\n\"Really?\" she said.") == [
         ["John", "'s", "dog", "ca", "n't", "run", "."],
         ["It", "costs", "1,000", "dollars", "!"],
-        ['"', "Really", "?", '"'],
-        ["she", "said", "..."],
+        ['"', "Really", "?", '"', "she", "said", "."],  # quotes kept as written, not `` ''
     ]
     text = tmp_path / "in.txt"
     text.write_text("Mary's dog can run in London. The teacher saw two cats!\nthey walked slowly .\n")
@@ -254,7 +259,7 @@ def test_empty_and_malformed_input_give_clear_errors(smoke_run, tagger, tmp_path
         "empty.txt": ("", "input has no words"),
         "blank.jsonl": ("\n  \n", "input has no words"),
         "bad.jsonl": ('{"words": ["the", "cat"]}\n{"words": ["a", "dog"\n', "bad.jsonl:2: invalid JSON line"),
-        "field.jsonl": ('{"tokens": ["the", "cat"]}\n', "no 'words' field"),
+        "field.jsonl": ('{"tokens": ["the", "cat"]}\n', "field.jsonl:1: missing field(s) ['words']"),
         "notlist.jsonl": ('{"words": "the cat"}\n', "must be a list of strings"),
         "emptyword.jsonl": ('["the", " ", "cat"]\n', "emptyword.jsonl:1: word 1"),
         "bad.conllu": ("1\tThe\t_\n2 cat\n", "bad.conllu:2: expected tab-separated ID and FORM"),
