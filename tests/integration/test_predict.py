@@ -209,7 +209,7 @@ def test_a_2000_word_sentence_gets_2000_tags(tagger, training_eval):
     assert accuracy >= 0.8, accuracy
 
 
-def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, monkeypatch):
+def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, monkeypatch, capsys):
     assert tokenizer_name() == "pysbd+nltk"
     # PTB words and abbreviation-aware sentences: what the training data keeps whole stays whole
     assert split_text("Mr. Smith bought U.S. stamps at 10:30 a.m. today. He paid $5.") == [
@@ -225,6 +225,7 @@ def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, m
     text.write_text("Mary's dog can run in London. The teacher saw two cats!\nthey walked slowly .\n")
     out = tmp_path / "out.conll"
     assert run_cli("predict", "--model", smoke_run, "--input", text, "--output", out, "--scores") == 0
+    assert "(text, pysbd+nltk -> conll)" in capsys.readouterr().err  # says which tokenizer was used
     sents = read_conll_tags(out)
     words = [[row[0] for row in s] for s in sents]
     assert words == [
