@@ -7,6 +7,8 @@ setup(
     description="Distributed fine-tuning of BERT/RoBERTa for token classification (POS tagging): full or LoRA, Accelerate + DeepSpeed",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    # the POS metric as an `evaluate` module: evaluate.load(tagtune.hf_metric.POS_METRIC_PATH)
+    package_data={"tagtune": ["evaluate_metrics/*/*.py"]},
     python_requires=">=3.10",
     install_requires=[
         # ranges, so a GPU user's own torch build is kept

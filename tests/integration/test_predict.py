@@ -334,3 +334,29 @@ def test_lora_adapter_predicts_like_training_and_merged_export_is_identical(lora
     assert run_cli("export", "--model", lora_run, "--merge", "--out", merged_dir) == 2
     assert "not empty" in capsys.readouterr().err
     assert (merged_dir / "model.safetensors").read_bytes() == before
+
+
+# ---- the POS metric as a Hugging Face `evaluate` module -----------------------------------------
+
+
+def test_shipped_evaluate_metric_matches_training_metrics_on_real_predictions(smoke_run, training_eval, monkeypatch):
+    import evaluate
+
+    from tagtune.hf_metric import POS_METRIC_PATH
+    from tagtune.metrics import compute_metrics
+
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    metric = evaluate.load(POS_METRIC_PATH)  # a local folder: no hub
+    gold = [r["labels"] for r in training_eval]
+    pred = [r["tags"] for r in training_eval]
+    for g, p in zip(gold, pred):
+        metric.add_batch(predictions=[p], references=[g])
+    got = metric.compute()
+    assert got == compute_metrics(gold, pred)
+    final = read_json(smoke_run / "results.json")["final"]
+    for key in ("accuracy", "macro_f1", "weighted_f1", "seqeval_f1"):
+        assert got[key] == pytest.approx(final[key], abs=1e-12), key
+    assert 0.5 < got["accuracy"] < 1.0 and got["macro_f1"] != got["accuracy"]  # real, imperfect predictions
+    assert sum(t["support"] for t in got["per_tag"].values()) == got["num_words"] == final["num_words"]
+    with pytest.raises(ValueError, match="sentence 0: 2 reference tags but 1 predicted"):
+        metric.compute(predictions=[["DT"]], references=[["DT", "NN"]])

@@ -197,9 +197,10 @@ def test_persistent_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tm
 
 def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     """fp16 loss scaling needs a GPU. On CPU the same path (scaled backward, unscale, skip on inf/NaN
-    gradients, back off the scale) is driven by a real GradScaler whose scale is infinite, so every
-    step's gradients overflow: each must be skipped by the fused AdamW kernel (weights unchanged) and
-    counted in the log rows and results. (Under fp32 compute no finite scale overflows these gradients.)"""
+    gradients, back off the scale) is driven by a real GradScaler whose scale is infinite and the
+    optimizer fp16 training builds (foreach AdamW), so every step's gradients overflow: each must be
+    skipped (weights unchanged), seen by Accelerate's ``optimizer_step_was_skipped`` and counted in the
+    log rows and results. (Under fp32 compute no finite scale overflows these gradients.)"""
     import torch
     from safetensors.torch import load_file
 
@@ -213,6 +214,10 @@ def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, monkeypatch):
         return acc
 
     monkeypatch.setattr(train, "make_accelerator", with_loss_scaling)
+    real_optimizer = train.make_optimizer
+    monkeypatch.setattr(
+        train, "make_optimizer", lambda model, cfg, loss_scaling=False: real_optimizer(model, cfg, True)
+    )
     out = tmp_path / "run"
     # no clipping: under real fp16 Accelerate unscales before clipping, this emulation cannot
     results = _tiny_run(
