@@ -11,7 +11,8 @@ devices, ZeRO-2 also the gradients, ZeRO-3 also the weights. ``--precision fp32`
 fp16/bf16, as on CPU) makes weights and gradients 4 bytes; the optimizer still keeps its own fp32
 copy (12 bytes). Plain DDP under Accelerate's autocast keeps every weight in fp32 whatever the
 precision, the frozen ones too: 4 bytes per parameter, plus 4 (fp32 gradient) + 8 (momentum,
-variance) per trainable one. Activations, the CUDA context and buffers come on top and grow with
+variance) per trainable one, and on more than one process 4 more for the gradient copy in DDP's
+all-reduce buckets (PyTorch DDP's default ``gradient_as_bucket_view=False``). Activations, the CUDA context and buffers come on top and grow with
 batch size and sequence length. For full fine-tuning the table also gives DeepSpeed's own estimators
 (deepspeed.runtime.zero.*.estimate_zero{2,3}_model_states_mem_needs), which add fp32 gradient and
 buffer terms, as a cross-check.
@@ -20,7 +21,9 @@ buffer terms, as a cross-check.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -109,8 +112,9 @@ def estimate(shape: ModelShape, gpus: int, nodes: int = 1, precision: str = "fp1
     w = 4 if precision == "fp32" else 2  # DeepSpeed's weight/gradient bytes
     p16, g16, opt = w * psi, w * t, 12 * t
     rows = {
-        # Accelerate autocast: fp32 weights (frozen ones too), fp32 gradients, AdamW momentum + variance
-        "DDP": (4 * psi, 4 * t, 8 * t, 0),
+        # Accelerate autocast: fp32 weights (frozen ones too), fp32 gradients (+ DDP's fp32 bucket copy of them
+        # when there are several processes: gradient_as_bucket_view is off), AdamW momentum + variance
+        "DDP": (4 * psi, (8 if n > 1 else 4) * t, 8 * t, 0),
         "ZeRO-1": (p16, g16, opt / n, 0),
         "ZeRO-2": (p16, g16 / n, opt / n, 0),
         "ZeRO-2 + offload optimizer": (p16, 0, 0, (g16 + opt) / n),
@@ -126,9 +130,10 @@ def estimate(shape: ModelShape, gpus: int, nodes: int = 1, precision: str = "fp1
 
 
 def _deepspeed_estimates(shape: ModelShape, gpus: int, nodes: int) -> dict[str, float]:
-    try:
-        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+    try:  # DeepSpeed's first import prints an accelerator notice on stdout: keep `--json` output pure
+        with contextlib.redirect_stdout(sys.stderr):
+            from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+            from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
     except Exception:  # deepspeed is an optional extra
         return {}
     z2 = lambda off: estimate_zero2_model_states_mem_needs(shape.total, gpus, nodes, cpu_offload=off)[1]  # noqa: E731
@@ -228,7 +233,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if summary:
             print("\n".join(summary) + "\n")
         print(
-            "GiB per device for the model states only (16 bytes per trainable parameter; a frozen one: 4 under "
-            "DDP autocast, 2 under DeepSpeed fp16/bf16); activations, CUDA context and buffers come on top."
+            "GiB per device for the model states only (16 bytes per trainable parameter, 20 under multi-process DDP; "
+            "a frozen one: 4 under DDP autocast, 2 under DeepSpeed fp16/bf16); activations, CUDA context and "
+            "buffers come on top."
         )
     return 0
