@@ -3,11 +3,14 @@ to run recipes in-process or through a real `accelerate launch`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,16 +52,38 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cmd(cmd: list[str], timeout: int = 600, **env_extra: str) -> subprocess.CompletedProcess:
-    """Run a command; on failure show its output in the assertion message."""
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=subprocess_env(**env_extra), capture_output=True, text=True, timeout=timeout
+def run_cmd(cmd: list[str], timeout: int = 600, check: bool = True, **env_extra: str) -> subprocess.CompletedProcess:
+    """Run a command with a timeout; on failure show its output in the assertion message.
+
+    A hang is made diagnosable: the children get TAGTUNE_FAULTHANDLER_TIMEOUT (the trainer then dumps every
+    thread's Python stack to stderr shortly before the timeout), and on the timeout itself the whole
+    process group gets SIGUSR1 (the trainer dumps its stacks again) and is then killed, so no orphaned
+    rank outlives the test; the stacks are in the assertion message.
+    """
+    env = subprocess_env(**env_extra)
+    env.setdefault("TAGTUNE_FAULTHANDLER_TIMEOUT", str(max(timeout - 20, 10)))
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
-    if proc.returncode != 0:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for sig, wait in ((signal.SIGUSR1, 3), (signal.SIGKILL, 0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            time.sleep(wait)
+        out, err = proc.communicate()
         raise AssertionError(
-            f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+            f"command timed out after {timeout} s (stacks of every process below): {' '.join(cmd)}\n"
+            f"--- stdout ---\n{out[-6000:]}\n--- stderr ---\n{err[-12000:]}"
+        ) from None
+    result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
+            f"--- stdout ---\n{out[-6000:]}\n--- stderr ---\n{err[-6000:]}"
         )
-    return proc
+    return result
 
 
 def accelerate_launch(

@@ -19,7 +19,7 @@ from .errors import TagtuneError
 
 # subcommand -> (module, function, one-line help)
 COMMANDS = {
-    "train": ("tagtune.train", "main", "train with the base config (recipes/*.py are the usual way)"),
+    "train": ("tagtune.train", "main", "train: a recipe file (recipes/*.py), a YAML/JSON config, or flags alone"),
     "report": ("tagtune.report", "main", "tables and figures (Markdown + PNG) from run directories"),
     "predict": ("tagtune.predict_cli", "predict_main", "tag raw text, JSONL or CoNLL with a trained model"),
     "evaluate": ("tagtune.predict_cli", "evaluate_main", "score a trained model on any labelled set"),
@@ -27,6 +27,56 @@ COMMANDS = {
     "memory": ("tagtune.memory", "main", "estimated per-device memory under DDP and ZeRO-1/2/3 (+offload)"),
     "bench": ("tagtune.bench", "main", "side-by-side benchmark against the standard HF Trainer recipe"),
 }
+
+
+def recipe_class(path: str) -> type:
+    """The TrainConfig subclass a recipe file declares (the one its own module defines)."""
+    import dataclasses
+    import importlib.util
+    from pathlib import Path
+
+    from .config import TrainConfig
+    from .errors import ConfigError
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"recipe file not found: {path}", where="tagtune train", fix="e.g. tagtune train recipes/smoke.py"
+        )
+    spec = importlib.util.spec_from_file_location(f"tagtune_recipe_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # a recipe's main() runs only under __main__
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, TrainConfig)
+        and dataclasses.is_dataclass(obj)
+        and obj.__module__ == module.__name__
+    ]
+    if len(found) != 1:
+        raise ConfigError(
+            f"{path} defines {len(found)} TrainConfig subclasses, expected one",
+            where=str(path),
+            fix="a recipe is one @dataclass subclass of tagtune.TrainConfig (see recipes/smoke.py)",
+        )
+    return found[0]
+
+
+def train_command(argv: list[str]) -> int:
+    """`tagtune train [RECIPE.py | CONFIG.yaml|json] [flags]`: the recipe's defaults, or the base config + file."""
+    from .config import TrainConfig
+    from .train import main as train_main
+
+    cls: type = TrainConfig
+    if argv and not argv[0].startswith("-"):
+        first, argv = argv[0], argv[1:]
+        if first.endswith(".py"):
+            cls = recipe_class(first)
+        else:
+            argv = ["--config", first, *argv]
+    train_main(cls, argv)
+    return 0
 
 
 def usage() -> str:
@@ -47,10 +97,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     module, func, _ = COMMANDS[name]
     try:
         if name == "train":
-            from .train import main as train_main
-
-            train_main(args=rest)
-            return 0
+            return train_command(rest)
         result = getattr(importlib.import_module(module), func)(rest)
         return int(result or 0)
     except TagtuneError as err:

@@ -55,9 +55,10 @@ def resolve_report_to(report_to: str) -> Optional[str]:
             logger.info("report_to=auto: wandb is not installed, so no tracker (pip install wandb to track runs)")
             return None
         report_to = "wandb"
-        if not os.environ.get("WANDB_MODE") and not _wandb_logged_in():
-            logger.info("report_to=auto: no W&B login found, logging offline (WANDB_MODE=offline)")
-            os.environ["WANDB_MODE"] = "offline"
+    if report_to == "wandb" and not os.environ.get("WANDB_MODE") and not _wandb_logged_in():
+        # wandb.init would stop the run with "No API key configured": log locally, upload later
+        logger.info("report_to=%s: no W&B login found, logging offline (WANDB_MODE=offline)", report_to)
+        os.environ["WANDB_MODE"] = "offline"
     if report_to not in PACKAGE:
         raise ConfigError(
             f"unknown tracker '{report_to}'",
@@ -262,7 +263,17 @@ def _tensorboard_final(
     writer.flush()
 
 
-def finish(accelerator: Any, tracker: Optional[str]) -> None:
-    # Always: besides closing trackers, end_training tears down the process group; leaving it
-    # to interpreter exit sometimes aborted DeepSpeed ranks after all outputs were written.
-    accelerator.end_training()
+def finish(accelerator: Any, tracker: Optional[str], exit_code: int = 0) -> None:
+    """Close the run's trackers once (main process; the others hold none). A run that stopped early is
+    marked so: W&B records the exit code (75 = preempted, marked as preempting so a resume continues it)."""
+    for t in list(getattr(accelerator, "trackers", [])):
+        run = getattr(t, "run", None)  # started on the main process only
+        if t.name == "wandb" and run is None:  # never started (other process, or wandb.init failed)
+            continue
+        if t.name == "wandb" and exit_code:
+            if exit_code == 75 and hasattr(run, "mark_preempting"):
+                run.mark_preempting()
+            run.finish(exit_code=exit_code)
+        else:
+            t.finish()
+    accelerator.trackers = []

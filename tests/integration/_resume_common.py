@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, run_cmd, subprocess_env
 from safetensors.torch import load_file
 
 from tagtune.checkpoint import list_checkpoints
@@ -85,9 +85,7 @@ ENV = dict(OMP_NUM_THREADS="1")  # one thread: fast under a loaded CI machine, s
 
 
 def run_ok(cmd: list[str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(**ENV), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return run_cmd(cmd, timeout=300, **ENV)
 
 
 def baseline(*extra: str) -> Path:
@@ -112,7 +110,10 @@ def start_and_wait(cmd: list[str], until: Callable[[], bool], timeout: float = 2
             raise AssertionError(
                 f"training ended (rc={proc.returncode}) before the awaited point:\n{log.read()[-3000:]}"
             )
-        assert time.time() - t0 < timeout, "timed out waiting for the training process"
+        if time.time() - t0 > timeout:
+            proc.kill()
+            log.seek(0)
+            raise AssertionError(f"timed out waiting for the training process:\n{log.read()[-3000:]}")
         time.sleep(0.005)
     return proc
 

@@ -127,11 +127,10 @@ def test_zero3_resume_from_checkpoint_is_exact(zero_runs, tmp_path):
 
 def test_zero_checkpoint_at_another_world_size_points_at_zero_to_fp32(zero_runs, tmp_path):
     """The 2-process ZeRO-3 checkpoint resumed by 1 process (same global batch): refused, naming the fix."""
-    import subprocess
     import sys
 
     from _scaleout_common import recipe_args
-    from conftest import free_port, subprocess_env
+    from conftest import free_port
 
     run = zero_runs[3, "full"]
     cmd = [
@@ -153,7 +152,7 @@ def test_zero_checkpoint_at_another_world_size_points_at_zero_to_fp32(zero_runs,
         str(ROOT / "recipes" / "smoke.py"),
         *recipe_args(tmp_path / "one", "full", 16, "--resume_from_checkpoint", str(run / "checkpoints" / "step-2")),
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    proc = run_cmd(cmd, check=False)
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
     at = next(i for i, ln in enumerate(lines) if ln.startswith("tagtune: error:"))

@@ -375,7 +375,9 @@ def test_sweep_config_launches_a_valid_recipe_command(tmp_path):
     (shim / "accelerate").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
     (shim / "accelerate").chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "WANDB_SWEEP_ID": "sw1", "WANDB_RUN_ID": "run7"}
-    argv = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    argv = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()
     assert argv[:2] == ["launch", "recipes/bert_lora.py"]
     assert (ROOT / argv[1]).is_file()
 

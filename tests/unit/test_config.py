@@ -105,6 +105,7 @@ def test_help_explains_every_field_of_a_recipe():
         capture_output=True,
         text=True,
         check=True,
+        timeout=120,
     ).stdout
     flat = " ".join(out.split())
     for f in dataclasses.fields(TrainConfig):
@@ -116,7 +117,10 @@ def test_help_explains_every_field_of_a_recipe():
 
 def test_cli_error_is_one_line_not_a_traceback():
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "bert_lora.py"), "--lora_r", "0"], capture_output=True, text=True
+        [sys.executable, str(ROOT / "recipes" / "bert_lora.py"), "--lora_r", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "tagtune: error: config field 'lora_r'" in proc.stderr

@@ -204,19 +204,21 @@ def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
-    import tagtune.train as train
+    import tagtune.runtime as runtime
 
-    real = train.make_accelerator
+    real = runtime.make_accelerator
 
-    def with_loss_scaling(cfg, tracker):
-        acc = real(cfg, tracker)
+    def with_loss_scaling(**kwargs):
+        acc = real(**kwargs)
         acc.scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))
         return acc
 
-    monkeypatch.setattr(train, "make_accelerator", with_loss_scaling)
-    real_optimizer = train.make_optimizer
+    import tagtune.optim as optim
+
+    monkeypatch.setattr(runtime, "make_accelerator", with_loss_scaling)
+    real_optimizer = optim.make_optimizer
     monkeypatch.setattr(
-        train, "make_optimizer", lambda model, cfg, loss_scaling=False: real_optimizer(model, cfg, True)
+        optim, "make_optimizer", lambda model, **kw: real_optimizer(model, **{**kw, "loss_scaling": True})
     )
     out = tmp_path / "run"
     # no clipping: under real fp16 Accelerate unscales before clipping, this emulation cannot
