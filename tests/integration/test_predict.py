@@ -360,3 +360,70 @@ def test_shipped_evaluate_metric_matches_training_metrics_on_real_predictions(sm
     assert sum(t["support"] for t in got["per_tag"].values()) == got["num_words"] == final["num_words"]
     with pytest.raises(ValueError, match="sentence 0: 2 reference tags but 1 predicted"):
         metric.compute(predictions=[["DT"]], references=[["DT", "NN"]])
+
+
+# ---- plain transformers / peft loading, in a process that never imports tagtune ----------------
+
+PLAIN_LOAD = r"""
+import json, sys
+import torch
+from peft import AutoPeftModelForTokenClassification
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+kind, path, sentences = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+if kind == "lora":
+    model = AutoPeftModelForTokenClassification.from_pretrained(path)  # the one line the README promises
+else:
+    model = AutoModelForTokenClassification.from_pretrained(path)
+tokenizer = AutoTokenizer.from_pretrained(path, add_prefix_space=True)
+id2label = model.config.id2label
+tags = []
+for words in sentences:  # each word's tag from its first sub-token
+    enc = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        best = model(**enc).logits[0].argmax(-1).tolist()
+    firsts = {}
+    for i, w in enumerate(enc.word_ids()):
+        if w is not None and w not in firsts:
+            firsts[w] = i
+    tags.append([id2label[best[firsts[w]]] for w in range(len(words))])
+print(json.dumps({
+    "tagtune_imported": sorted(m for m in sys.modules if m.split(".")[0] == "tagtune"),
+    "type": type(model).__name__,
+    "num_labels": model.config.num_labels,
+    "id2label": {str(k): v for k, v in id2label.items()},
+    "tags": tags,
+}))
+"""
+
+
+def plain_load(kind: str, model_dir: Path, sentences: list[list[str]], cwd: Path) -> dict:
+    env = subprocess_env()
+    env.pop("PYTHONPATH", None)  # transformers and peft only: tagtune is not on the path
+    proc = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOAD, kind, str(model_dir), json.dumps(sentences)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_model_folder_loads_with_plain_transformers_or_one_line_of_peft(kind, smoke_run, lora_run, tmp_path):
+    run = smoke_run if kind == "full" else lora_run
+    tagger = Tagger.load(run, device="cpu")
+    sentences = [r["words"] for r in read_jsonl(run / "eval_predictions.jsonl")[:25]]
+    got = plain_load(kind, run / "model", sentences, tmp_path)
+    assert got["tagtune_imported"] == []
+    assert got["type"] == ("PeftModelForTokenClassification" if kind == "lora" else "BertForTokenClassification")
+    assert got["num_labels"] == len(tagger.labels)
+    assert [got["id2label"][str(i)] for i in range(len(tagger.labels))] == tagger.labels  # names, not LABEL_0
+    assert got["tags"] == tagger.tag(sentences)
+    if kind == "lora":
+        adapter = read_json(run / "model" / "adapter_config.json")
+        assert adapter["base_model_name_or_path"] == str((run / "model" / "base").resolve())
+        assert read_json(run / "model" / "base" / "config.json")["id2label"]["0"] == tagger.labels[0]
