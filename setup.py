@@ -7,6 +7,7 @@ setup(
     description="Distributed fine-tuning of BERT/RoBERTa for token classification (POS tagging): full or LoRA, Accelerate + DeepSpeed",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    package_data={"tagtune": ["study/*.json"]},  # the study's published numbers (tagtune report --compare-study)
     python_requires=">=3.10",
     install_requires=[
         # ranges, so a GPU user's own torch build is kept
@@ -18,6 +19,7 @@ setup(
         "evaluate>=0.4,<1",
         "seqeval>=1.2,<2",
         "scikit-learn>=1.3",
+        "scipy>=1.10",  # t quantiles for the intervals of tagtune reproduce (already a scikit-learn dependency)
         "wandb>=0.18,<1",
         "numpy>=1.24",
         "pyyaml>=6",
