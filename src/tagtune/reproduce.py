@@ -313,14 +313,15 @@ def run_grid(
     return 0
 
 
-def write_report(runs: Sequence[PlannedRun], out: Path, group: str, wandb: bool) -> Path:
+def write_report(runs: Sequence[PlannedRun], out: Path, group: str, project: Optional[str]) -> Path:
+    """`tagtune report --compare-study` over every run into out/report; project None: no W&B summary run."""
     from .report import build_report, load_runs
     from .study_compare import compare_study
 
     loaded = load_runs([r.dir for r in runs])
     report_dir = out / "report"
     path = build_report(loaded, report_dir)
-    compare_study(loaded, report_dir, path, group if wandb else None)
+    compare_study(loaded, report_dir, path, group if project else None, project or "tagtune")
     return path
 
 
@@ -358,6 +359,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--recipes_dir", default="recipes", help="folder of bert_full.py ... roberta_lora.py")
     ap.add_argument("--run_group", default=None, help="W&B group of every run (default: reproduce-<out folder name>)")
+    ap.add_argument("--project", default="tagtune", help="W&B project of every run and of the summary run")
     ap.add_argument("--no_wandb_summary", action="store_true", help="do not log the report's tables to W&B")
     for flag in ("dataset_name", "train_file", "validation_file", "test_file", "eval_split"):
         ap.add_argument(f"--{flag}", default=None, help="passed to every run (default: the recipe's)")
@@ -377,6 +379,7 @@ def passthrough_args(args: argparse.Namespace) -> list[str]:
     if args.train_file and not args.dataset_name:
         out += ["--dataset_name", ""]  # the recipes name the hub dataset
     for flag in (
+        "project",
         "dataset_name",
         "train_file",
         "validation_file",
@@ -418,6 +421,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     rc = run_grid(runs, prefix, group, passthrough, out, args.run_timeout_s)
     if rc != 0:
         return rc
-    path = write_report(runs, out, group, wandb=not args.no_wandb_summary)
+    path = write_report(runs, out, group, None if args.no_wandb_summary else args.project)
     print(f"reproduce: report {path}", flush=True)
     return 0

@@ -159,27 +159,36 @@ def epoch_section(cell: Cell, table_id: str, table: dict[str, Any]) -> Section:
     return Section(title, ["Epoch", "Metric", "Reproduced mean ± std", "Study", "Δ"], rows, notes)
 
 
-def protocol_note(cells: Sequence[Cell], study: dict[str, Any]) -> list[str]:
-    """Which LoRA start matches the study's epoch-1 training loss (its anomaly)."""
-    lines = []
+def protocol_section(cells: Sequence[Cell], study: dict[str, Any]) -> Optional[Section]:
+    """Which LoRA start matches the study's epoch-1 training loss (its anomaly); None unless both were run."""
+    rows = []
     for table_id, t in study["tables"].items():
-        if t["method"] == "full":
-            continue
-        mine = [c for c in cells if c.family == t["family"] and c.method == t["method"]]
-        if len({c.init for c in mine}) < 2:
+        mine = {c.init: c for c in cells if (c.family, c.method) == (t["family"], t["method"]) and c.method == "lora"}
+        if set(mine) != {PRETRAINED, FROM_FULL_RUN}:
             continue
         ref = t["rows"][0]["train_loss"]
         got = {
-            c.init: mean_std([v for r in c.runs if (v := _epoch_value(r, 1, "train_loss")) is not None])[0]
-            for c in mine
+            k: mean_std([v for r in c.runs if (v := _epoch_value(r, 1, "train_loss")) is not None])[0]
+            for k, c in mine.items()
         }
         closest = min(got, key=lambda k: abs(got[k] - ref))
-        lines.append(
-            f"Table {table_id} ({t['family']} LoRA): epoch-1 training loss study {ref:.4f}; reproduced "
-            + ", ".join(f"{k} {v:.4f}" for k, v in got.items())
-            + f"; closest: {closest}."
+        rows.append(
+            [
+                f"Table {table_id} ({t['family']} LoRA)",
+                f"{ref:.4f}",
+                f"{got[PRETRAINED]:.4f}",
+                f"{got[FROM_FULL_RUN]:.4f}",
+                closest,
+            ]
         )
-    return lines
+    if not rows:
+        return None
+    notes = [
+        "Epoch-1 mean training loss. A LoRA run that starts from the already fine-tuned full-run weights begins "
+        "near the full run's final loss; the study's low epoch-1 LoRA losses suggest it did so."
+    ]
+    header = ["Study table", "Study epoch-1 training loss", "From pretrained", "From the full run", "Closest"]
+    return Section("Protocol: where LoRA starts", header, rows, notes)
 
 
 def _count(values: set) -> str:
@@ -246,14 +255,19 @@ def difference(a: Cell, b: Cell, key: str) -> Optional[Interval]:
 
 def comparisons(cells: Sequence[Cell]) -> list[tuple[str, str, Cell, Cell]]:
     """(conclusion id, name, a, b) for LoRA vs full per model and RoBERTa vs BERT per method (and LoRA start)."""
-    out = []
-    for b in cells:
-        for a in cells:
-            if a.family == b.family and a.method == "full" and b.method == "lora":
-                out.append(("lora_vs_full", f"LoRA vs full, {b.family} ({b.name})", a, b))
-            if (a.method, a.init) == (b.method, b.init) and a.family == "bert" and b.family == "roberta":
-                out.append(("roberta_vs_bert", f"RoBERTa vs BERT, {b.name.split(' ', 1)[1]}", a, b))
-    return out
+    lora_vs_full = [
+        ("lora_vs_full", f"LoRA vs full, {b.family} ({b.name})", a, b)
+        for b in cells
+        for a in cells
+        if a.family == b.family and a.method == "full" and b.method == "lora"
+    ]
+    roberta_vs_bert = [
+        ("roberta_vs_bert", f"RoBERTa vs BERT, {b.name.split(' ', 1)[1]}", a, b)
+        for b in cells
+        for a in cells
+        if (a.method, a.init) == (b.method, b.init) and a.family == "bert" and b.family == "roberta"
+    ]
+    return lora_vs_full + roberta_vs_bert
 
 
 def _study_final(study: dict[str, Any], family: str, method: str, key: str) -> Optional[float]:
@@ -321,11 +335,11 @@ def build_sections(runs: Sequence[Run], study: Optional[dict[str, Any]] = None) 
             if (c.family, c.method) == (t["family"], t["method"]):
                 sections.append(epoch_section(c, table_id, t))
     sections.append(params_section(cells, study))
+    proto = protocol_section(cells, study)
+    if proto is not None:
+        sections.append(proto)
     sig, verdicts = significance_section(cells, study)
     sections.append(sig)
-    proto = protocol_note(cells, study)
-    if proto:
-        sections[-2].notes.extend(["Protocol (where LoRA starts): " + line for line in proto])
     return sections, verdicts
 
 
@@ -367,8 +381,15 @@ def log_to_wandb(out: str | Path, project: str, group: str) -> Path:
 
     resolve_report_to("auto")  # offline unless logged in, as training runs do
     data = json.loads((Path(out) / "study_comparison.json").read_text(encoding="utf-8"))
+    # one id per group: a rerun of the reproduction updates the same summary run instead of adding one
     run = wandb.init(
-        project=project, group=group, name=f"{group}-study-summary", job_type="study-report", dir=str(out)
+        project=project,
+        group=group,
+        name=f"{group}-study-summary",
+        id=f"{slug(group).replace('.', '-')}-study-summary",
+        resume="allow",
+        job_type="study-report",
+        dir=str(out),
     )
     try:
         tables = {f"study/{slug(s['title'])}": wandb.Table(columns=s["header"], data=s["rows"]) for s in data[:-1]}
@@ -379,9 +400,11 @@ def log_to_wandb(out: str | Path, project: str, group: str) -> Path:
         run.finish()
 
 
-def compare_study(runs: Sequence[Run], out: str | Path, report_md: Path, wandb_group: Optional[str] = None) -> None:
+def compare_study(
+    runs: Sequence[Run], out: str | Path, report_md: Path, wandb_group: Optional[str] = None, project: str = "tagtune"
+) -> None:
     """What `tagtune report --compare-study [--wandb-group G]` adds to a report."""
     path = write_comparison(runs, out, report_md)
     print(f"study comparison written to {path} (also appended to {report_md})")
     if wandb_group:
-        print(f"W&B summary run: {log_to_wandb(out, 'tagtune', wandb_group)}")
+        print(f"W&B summary run: {log_to_wandb(out, project, wandb_group)}")

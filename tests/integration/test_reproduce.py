@@ -153,8 +153,10 @@ def test_report_has_intervals_and_a_verdict_per_comparison(grid):
 def test_wandb_runs_share_the_group_and_the_summary_holds_the_report_tables(grid):
     groups = {read_run(f).group for r in grid["runs"] for f in find_run_files(r / "wandb")}
     assert groups == {"study-ci"}
-    (summary_file,) = find_run_files(grid["out"] / "report" / "wandb")
-    run = read_run(summary_file)
+    files = find_run_files(grid["out"] / "report" / "wandb")
+    assert len(files) == 2  # the rerun logged the report again, to the same summary run (resumed by its id)
+    assert {read_run(f).run_id for f in files} == {"study-ci-study-summary"}
+    run = read_run(max(files, key=lambda f: f.stat().st_mtime_ns))
     assert (run.group, run.job_type, run.name) == ("study-ci", "study-report", "study-ci-study-summary")
     logged = run.history[-1]
     sections = json.loads((grid["out"] / "report" / "study_comparison.json").read_text())
@@ -166,7 +168,7 @@ def test_wandb_runs_share_the_group_and_the_summary_holds_the_report_tables(grid
 
 
 def test_dry_run_prints_the_plan_and_a_sourced_estimate(tmp_path, grid):
-    fresh = reproduce(tmp_path / "fresh", "--dry-run", "--lora_init", "both")
+    fresh = reproduce(tmp_path / "fresh", "--dry-run", "--seeds", "2", "--lora_init", "both")
     assert "reproduce: 12 runs" in fresh and fresh.count("[new] ") == 12
     assert "accelerate.commands.launch --config_file" in fresh and "single_t4_fp16.yaml" in fresh
     assert "bert_full-bert-base-cased-seed42: 2448 steps x " in fresh  # 3 epochs x ceil(13,054 / 16)
