@@ -114,6 +114,7 @@ def _pm(values: list[float]) -> str:
 
 @dataclass
 class Section:
+    key: str  # short W&B table key (artifact names are limited to 128 characters)
     title: str
     header: list[str]
     rows: list[list[str]]
@@ -137,7 +138,7 @@ def table2_section(runs: Sequence[Run], study: dict[str, Any]) -> Section:
         f"Reproduced: {r0.get('train_sentences', '?')} training sentences, {len(ours)} tags in train.",
         t2["note"],
     ]
-    return Section(f"{t2['title']}: label by label", ["Tag", "Study", "Reproduced", "Δ"], rows, notes)
+    return Section("table2", f"{t2['title']}: label by label", ["Tag", "Study", "Reproduced", "Δ"], rows, notes)
 
 
 def epoch_section(cell: Cell, table_id: str, table: dict[str, Any]) -> Section:
@@ -156,7 +157,8 @@ def epoch_section(cell: Cell, table_id: str, table: dict[str, Any]) -> Section:
         "\\* " + SEQEVAL_WHY,
     ]
     title = f"{table['title']} vs reproduced {cell.name}"
-    return Section(title, ["Epoch", "Metric", "Reproduced mean ± std", "Study", "Δ"], rows, notes)
+    key = f"table{table_id}_{cell.init if cell.method == 'lora' else 'full'}"
+    return Section(key, title, ["Epoch", "Metric", "Reproduced mean ± std", "Study", "Δ"], rows, notes)
 
 
 def protocol_section(cells: Sequence[Cell], study: dict[str, Any]) -> Optional[Section]:
@@ -188,7 +190,7 @@ def protocol_section(cells: Sequence[Cell], study: dict[str, Any]) -> Optional[S
         "near the full run's final loss; the study's low epoch-1 LoRA losses suggest it did so."
     ]
     header = ["Study table", "Study epoch-1 training loss", "From pretrained", "From the full run", "Closest"]
-    return Section("Protocol: where LoRA starts", header, rows, notes)
+    return Section("protocol", "Protocol: where LoRA starts", header, rows, notes)
 
 
 def _count(values: set) -> str:
@@ -222,7 +224,7 @@ def params_section(cells: Sequence[Cell], study: dict[str, Any]) -> Section:
         study["parameters"]["bert"]["note"],
         "peft's total counts the LoRA classifier twice; unique counts it once.",
     ]
-    return Section("Parameter counts (compared exactly)", header, rows, notes)
+    return Section("parameters", "Parameter counts (compared exactly)", header, rows, notes)
 
 
 # ----------------------------------------------------------------------------------------
@@ -317,7 +319,7 @@ def significance_section(cells: Sequence[Cell], study: dict[str, Any]) -> tuple[
         "two or more seeds; with one seed, a paired bootstrap over the test sentences (2,000 resamples) from the runs' "
         "eval_predictions.jsonl.",
     ]
-    return Section("Is the difference real?", header, rows, notes), verdicts
+    return Section("significance", "Is the difference real?", header, rows, notes), verdicts
 
 
 # ----------------------------------------------------------------------------------------
@@ -386,13 +388,13 @@ def log_to_wandb(out: str | Path, project: str, group: str) -> Path:
         project=project,
         group=group,
         name=f"{group}-study-summary",
-        id=f"{slug(group).replace('.', '-')}-study-summary",
+        id=f"{slug(group).replace('.', '-')[:40]}-study-summary",
         resume="allow",
         job_type="study-report",
         dir=str(out),
     )
     try:
-        tables = {f"study/{slug(s['title'])}": wandb.Table(columns=s["header"], data=s["rows"]) for s in data[:-1]}
+        tables = {f"study/{s['key']}": wandb.Table(columns=s["header"], data=s["rows"]) for s in data[:-1]}
         tables["study/verdicts"] = wandb.Table(columns=["verdict"], data=[[v] for v in data[-1]["verdicts"]])
         run.log(tables)
         return Path(run.dir).parent

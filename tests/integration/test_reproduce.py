@@ -161,7 +161,7 @@ def test_wandb_runs_share_the_group_and_the_summary_holds_the_report_tables(grid
     logged = run.history[-1]
     sections = json.loads((grid["out"] / "report" / "study_comparison.json").read_text())
     sig = next(s for s in sections if s.get("title") == "Is the difference real?")
-    table = json.loads((run.files_dir / logged["study/Is_the_difference_real"]["path"]).read_text())
+    table = json.loads((run.files_dir / logged["study/significance"]["path"]).read_text())
     assert table["columns"] == sig["header"] and table["data"] == sig["rows"]
     verdicts = json.loads((run.files_dir / logged["study/verdicts"]["path"]).read_text())
     assert [v for (v,) in verdicts["data"]] == sections[-1]["verdicts"]
