@@ -295,7 +295,7 @@ def significance_section(cells: Sequence[Cell], study: dict[str, Any]) -> tuple[
                     label,
                     _pm(va),
                     _pm(vb),
-                    iv.text() if iv else "no interval (one seed, no matching eval_predictions.jsonl)",
+                    iv.text() if iv else "no interval: one seed (the sentence bootstrap covers accuracy only)",
                     iv.method if iv else "",
                     study_diff,
                 ]

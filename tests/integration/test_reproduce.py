@@ -233,3 +233,15 @@ def test_interrupted_reproduction_resumes_and_lora_starts_from_the_full_run(tmp_
     row = next(r for r in md_table(md, "Is the difference real?") if r[1] == "Accuracy")
     assert row[5] == "paired bootstrap over 16 test sentences"  # one seed: resampled test sentences
     assert "Verdict (accuracy): " in md
+
+
+def test_report_compare_study_flag_gives_the_same_comparison(grid, tmp_path):
+    from tagtune.cli import main as cli_main
+
+    out = tmp_path / "rep"
+    assert cli_main(["report", *map(str, grid["runs"]), "--out", str(out), "--compare-study"]) == 0
+    md = (out / "report.md").read_text()
+    assert md.index("## Comparison") < md.index("## Comparison with the study")  # appended to the usual report
+    ours = md_table(md, "Is the difference real?")
+    assert ours == md_table((grid["out"] / "report" / "report.md").read_text(), "Is the difference real?")
+    assert not (out / "wandb").exists()  # no --wandb-group: no summary run

@@ -109,3 +109,18 @@ def test_estimate_prefers_a_measured_step_time(tmp_path):
     assert "measured" in lines[1] and "cuda:0, fp16" in lines[1]
     assert lines[-1] == "estimated time left: 0.14 GPU-hours"
     assert Path(runs[0].dir / "results.json").is_file()
+
+
+def test_default_dry_run_is_the_readme_plan_and_estimate(tmp_path, capsys):
+    """README "Reproducing the study": 12 runs on seeds 42-44 through the T4 config, 0.37 GPU-hours assumed
+    (0.52 with --lora_init both); nothing written."""
+    from tagtune.reproduce import main
+
+    assert main(["--out", str(tmp_path / "r"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "reproduce: 12 runs, W&B group 'reproduce-r'" in text and text.count("[new] ") == 12
+    assert all(f"--seed {s} " in text for s in (42, 43, 44)) and "single_t4_fp16.yaml" in text
+    assert text.rstrip().endswith("estimated time left: 0.37 GPU-hours")
+    assert main(["--out", str(tmp_path / "r"), "--dry-run", "--lora_init", "both"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("estimated time left: 0.52 GPU-hours")
+    assert not (tmp_path / "r").exists()

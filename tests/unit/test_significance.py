@@ -101,3 +101,33 @@ def test_study_data_transcribed_once_with_its_source():
     assert round(100 * p["bert"]["trainable_params"] / p["bert"]["total_params"], 4) == 0.307
     assert round(100 * p["roberta"]["trainable_params"] / p["roberta"]["total_params"], 4) == 0.2667
     assert p["bert"]["total_params"] - p["bert"]["unique_params"] == 36_912  # the classifier counted twice
+
+
+@pytest.mark.parametrize(
+    "family,config",
+    [
+        ("bert", dict(model_type="bert", vocab_size=28996)),
+        ("roberta", dict(model_type="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1)),
+    ],
+)
+def test_study_parameter_counts_are_what_tagtune_counts_for_the_base_shapes(tmp_path, family, config):
+    """bert-base-cased / roberta-base shapes (meta device, no download) + LoRA r=8 and 48 labels: the comparison
+    finds the study's counts exactly."""
+    from transformers import AutoConfig
+
+    from tagtune.config import TrainConfig
+    from tagtune.modeling import count_parameters, model_from_config
+    from tagtune.report import Run
+    from tagtune.study_compare import Cell, params_section
+
+    kind = config.pop("model_type")
+    hf = AutoConfig.for_model(kind, num_labels=48, **config)
+    counts = count_parameters(model_from_config(hf, TrainConfig(method="lora", dataset_name="x"))).as_dict()
+    study = load_study()
+    ref = study["parameters"][family]
+    assert {k: counts[k] for k in ("trainable_params", "total_params", "unique_params")} == {
+        k: ref[k] for k in ("trainable_params", "total_params", "unique_params")
+    }
+    run = Run(tmp_path, {**counts, "model": ref["model"], "method": "lora"}, [], [], {"seed": 1})
+    (row,) = params_section([Cell(family, "lora", "pretrained", ref["model"], [run])], study).rows
+    assert row[2:4] == [f"{ref['trainable_params']:,}"] * 2 and row[-1] == "equal; equal; equal"
