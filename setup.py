@@ -7,8 +7,9 @@ setup(
     description="Distributed fine-tuning of BERT/RoBERTa for token classification (POS tagging): full or LoRA, Accelerate + DeepSpeed",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    # the POS metric as an `evaluate` module: evaluate.load(tagtune.hf_metric.POS_METRIC_PATH)
-    package_data={"tagtune": ["evaluate_metrics/*/*.py"]},
+    # the POS metric as an `evaluate` module (evaluate.load(tagtune.hf_metric.POS_METRIC_PATH)) and the
+    # study's published numbers (tagtune report --compare-study)
+    package_data={"tagtune": ["evaluate_metrics/*/*.py", "study/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         # ranges, so a GPU user's own torch build is kept
@@ -20,6 +21,7 @@ setup(
         "evaluate>=0.4,<1",
         "seqeval>=1.2,<2",
         "scikit-learn>=1.3",
+        "scipy>=1.10",  # t quantiles for the intervals of tagtune reproduce (already a scikit-learn dependency)
         "wandb>=0.18,<1",
         "numpy>=1.24",
         "pyyaml>=6",

@@ -7,6 +7,7 @@ tagtune evaluate --model DIR --dataset ...
 tagtune export --model DIR --merge --out DIR
 tagtune memory --model NAME --gpus N
 tagtune bench --preset cpu|gpu
+tagtune reproduce [--seeds N] [--models ...] [--methods ...] [--lora_init ...] [--dry-run]
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ COMMANDS = {
     "export": ("tagtune.predict_cli", "export_main", "merge a LoRA adapter into a plain transformers model"),
     "memory": ("tagtune.memory", "main", "estimated per-device memory under DDP and ZeRO-1/2/3 (+offload)"),
     "bench": ("tagtune.bench", "main", "side-by-side benchmark against the standard HF Trainer recipe"),
+    "reproduce": (
+        "tagtune.reproduce",
+        "main",
+        "the study's grid over seeds, resumable, with its numbers side by side",
+    ),
 }
 
 
