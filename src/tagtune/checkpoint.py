@@ -439,30 +439,25 @@ def weights_finite(accelerator: Any, model: torch.nn.Module) -> bool:
 
 
 class OverflowCounter:
-    """fp16 optimizer steps skipped by loss scaling, counted on the device (no per-step host sync).
+    """fp16 optimizer steps skipped by loss scaling, as Accelerate reports them.
 
-    A skipped step is read off the GradScaler's own update: its growth tracker restarts at 0 and
-    the scale does not grow (it backs off). That holds for fused optimizers too, whose kernel skips
-    the update itself, so Accelerate's ``optimizer_step_was_skipped`` stays False for them. Under
-    DeepSpeed fp16 the engine's own overflow flag is read.
+    ``accelerator.optimizer_step_was_skipped``: outside DeepSpeed Accelerate's optimizer wrapper
+    sees the GradScaler not call the optimizer's step (found inf/NaN gradients); under DeepSpeed it
+    is the engine's overflow flag. A fused AdamW would take the step itself and hide the skip, which
+    is why fp16 training builds a foreach AdamW (``train.make_optimizer``). The count stays a device
+    tensor so that it is saved with checkpoints and summed over processes in ``total()``.
     """
 
     def __init__(self, accelerator: Any) -> None:
         self.accelerator = accelerator
         self.count = torch.zeros(1, dtype=torch.long, device=accelerator.device)
-        self._before: Optional[torch.Tensor] = None
 
     def before_step(self) -> None:
-        scaler = self.accelerator.scaler
-        scale = getattr(scaler, "_scale", None) if scaler is not None and scaler.is_enabled() else None
-        self._before = scale.clone() if scale is not None else None
+        """Nothing to record before the step (kept so the trainer's call sites stay as they are)."""
 
     def after_step(self) -> None:
-        if self._before is not None:
-            scaler = self.accelerator.scaler
-            skipped = (scaler._growth_tracker == 0) & ~(scaler._scale > self._before)
-            self.count += skipped.long().reshape(1)
-        elif self.accelerator.distributed_type.value == "DEEPSPEED" and self.accelerator.optimizer_step_was_skipped:
+        """Call after ``optimizer.step()`` on a gradient-sync step."""
+        if self.accelerator.optimizer_step_was_skipped:
             self.count += 1
 
     def total(self) -> int:

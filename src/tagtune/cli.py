@@ -7,6 +7,7 @@ tagtune evaluate --model DIR --dataset ...
 tagtune export --model DIR --merge --out DIR
 tagtune memory --model NAME --gpus N
 tagtune bench --preset cpu|gpu
+tagtune reproduce [--seeds N] [--models ...] [--methods ...] [--lora_init ...] [--dry-run]
 tagtune convert-checkpoint --to universal CKPT OUT
 """
 
@@ -22,11 +23,16 @@ from .errors import TagtuneError
 COMMANDS = {
     "train": ("tagtune.train", "main", "train: a recipe file (recipes/*.py), a YAML/JSON config, or flags alone"),
     "report": ("tagtune.report", "main", "tables and figures (Markdown + PNG) from run directories"),
-    "predict": ("tagtune.predict", "predict_main", "tag raw text, JSONL or CoNLL with a trained model"),
-    "evaluate": ("tagtune.predict", "evaluate_main", "score a trained model on any labelled set"),
-    "export": ("tagtune.predict", "export_main", "merge a LoRA adapter into a plain transformers model"),
+    "predict": ("tagtune.predict_cli", "predict_main", "tag raw text, JSONL or CoNLL with a trained model"),
+    "evaluate": ("tagtune.predict_cli", "evaluate_main", "score a trained model on any labelled set"),
+    "export": ("tagtune.predict_cli", "export_main", "merge a LoRA adapter into a plain transformers model"),
     "memory": ("tagtune.memory", "main", "estimated per-device memory under DDP and ZeRO-1/2/3 (+offload)"),
     "bench": ("tagtune.bench", "main", "side-by-side benchmark against the standard HF Trainer recipe"),
+    "reproduce": (
+        "tagtune.reproduce",
+        "main",
+        "the study's grid over seeds, resumable, with its numbers side by side",
+    ),
     "convert-checkpoint": (
         "tagtune.universal",
         "main",

@@ -277,6 +277,15 @@ class TrainConfig:
 
 C = TypeVar("C", bound=TrainConfig)
 
+# Names a run_ner.py (HF token-classification example) user already knows, meaning the same thing here.
+RUN_NER_ALIASES = {
+    "max_seq_length": "max_length",
+    "label_all_tokens": "label_all_subtokens",
+    "text_column_name": "words_field",
+    "label_column_name": "labels_field",
+}
+PRECISION_FLAGS = ("fp16", "bf16")  # HF Trainer booleans -> mixed_precision
+
 
 def _choices() -> dict[str, tuple]:
     hints = typing.get_type_hints(TrainConfig)
@@ -335,6 +344,7 @@ def parse(cls: type[C] = TrainConfig, args: Optional[Sequence[str]] = None) -> C
             action.help = helps[name]
         if name in _choices() and action.choices is None:
             action.choices = list(_choices()[name])
+    _add_aliases(parser)
     if known.config:
         values = _read_config_file(known.config)
         names = {f.name for f in dataclasses.fields(cls)}
@@ -347,8 +357,68 @@ def parse(cls: type[C] = TrainConfig, args: Optional[Sequence[str]] = None) -> C
             )
         parser.set_defaults(**values)
     namespace = parser.parse_args(rest)
-    kwargs = {k: v for k, v in vars(namespace).items() if k != "config"}
+    kwargs = _apply_aliases({k: v for k, v in vars(namespace).items() if k != "config"}, rest)
     try:
         return cls(**kwargs)
     except TypeError as err:  # e.g. a string where a number belongs, from a YAML/JSON file
         raise ConfigError(f"wrong value type: {err}", where=known.config or "command line") from None
+
+
+def _add_aliases(parser: argparse.ArgumentParser) -> None:
+    """run_ner.py's flag names, listed in --help; each parses exactly as the field it stands for."""
+    from transformers.hf_argparser import string_to_bool
+
+    group = parser.add_argument_group("run_ner.py names (aliases of the fields above)")
+    actions = {a.dest: a for a in parser._actions}
+    for alias, name in RUN_NER_ALIASES.items():
+        a = actions[name]
+        group.add_argument(
+            f"--{alias}",
+            dest=f"alias:{alias}",
+            type=a.type,
+            nargs=a.nargs,
+            const=a.const,
+            choices=a.choices,
+            default=None,
+            metavar="BOOL" if a.nargs == "?" else alias.upper(),
+            help=f"same as --{name}",
+        )
+    for flag in PRECISION_FLAGS:
+        group.add_argument(
+            f"--{flag}",
+            dest=f"alias:{flag}",
+            type=string_to_bool,
+            nargs="?",
+            const=True,
+            default=None,
+            metavar="BOOL",
+            help=f"same as --mixed_precision {flag}",
+        )
+
+
+def _given(flag: str, argv: Sequence[str]) -> bool:
+    return any(a == f"--{flag}" or a.startswith(f"--{flag}=") for a in argv)
+
+
+def _apply_aliases(kwargs: dict[str, Any], argv: Sequence[str]) -> dict[str, Any]:
+    """Move alias values onto their fields; an alias and its field both given is an error."""
+    for alias, name in RUN_NER_ALIASES.items():
+        value = kwargs.pop(f"alias:{alias}")
+        if value is None:
+            continue
+        if _given(name, argv):
+            raise ConfigError(
+                f"--{alias} and --{name} are the same setting, given twice", where="command line", fix="pass one"
+            )
+        kwargs[name] = value
+    wanted = [flag for flag in PRECISION_FLAGS if kwargs.pop(f"alias:{flag}")]
+    if wanted:
+        if len(wanted) > 1 or _given("mixed_precision", argv):
+            raise ConfigError(
+                f"conflicting precision flags: {', '.join('--' + f for f in wanted)}"
+                + (" and --mixed_precision" if _given("mixed_precision", argv) else ""),
+                where="command line",
+                fix="pass one of --mixed_precision no|fp16|bf16, --fp16 or --bf16",
+            )
+        kwargs["mixed_precision"] = wanted[0]
+    return kwargs

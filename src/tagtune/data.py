@@ -1,4 +1,4 @@
-"""Readers (hub id, JSON/JSONL, CoNLL-U, whitespace-column CoNLL) -> validated tagged sentences.
+"""Training corpus: hub datasets and local files (read by ``readers``) -> validated tagged sentences.
 
 Every sentence keeps ``where`` (file:line, or split and index) so that any later error can
 point at it. Nothing is dropped silently: empty sentences are skipped and counted.
@@ -6,26 +6,18 @@ point at it. Nothing is dropped silently: empty sentences are skipped and counte
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from .errors import DataError
+from .readers import ReadOptions, Sentence, check_record, read_sentences
 
 logger = logging.getLogger(__name__)
 
 EVAL_SPLIT_PREFERENCE = ("validation", "dev", "valid", "test")
-
-
-@dataclass
-class Sentence:
-    words: list[str]
-    tags: list[str]
-    where: str  # "file.conllu:123" or "split 'train', sentence 7"
 
 
 @dataclass
@@ -47,201 +39,13 @@ class Corpus:
         return {label: i for i, label in enumerate(self.labels)}
 
 
-# ----------------------------------------------------------------------------------------
-# file readers
-# ----------------------------------------------------------------------------------------
-
-
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise DataError(
-            f"file not found: {path}",
-            where=str(path),
-            fix="check the path given for train_file/validation_file/test_file",
-        )
-    try:
-        raw = path.read_bytes()
-    except OSError as err:  # permissions, a directory, a vanished network mount
-        raise DataError(
-            f"cannot read file: {err.strerror or err}", where=str(path), fix="check the path and its permissions"
-        ) from None
-    try:
-        return raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark some editors write
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"invalid UTF-8 at byte offset {err.start} (byte 0x{raw[err.start]:02x}): {err.reason}",
-            where=f"{path}:{line}",
-            fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-        ) from None
-
-
-def detect_format(path: str, data_format: str = "auto") -> str:
-    if data_format != "auto":
-        return data_format
-    suffix = Path(path).suffix.lower()
-    if suffix in (".json", ".jsonl"):
-        return "json"
-    if suffix == ".conllu":
-        return "conllu"
-    if suffix in (".conll", ".txt", ".tsv", ".iob", ".bio", ".pos", ".col"):
-        return "conll"
-    raise DataError(
-        f"unknown data format for extension '{suffix or '(none)'}'",
-        where=path,
-        fix="use .json/.jsonl, .conllu or .conll/.txt/.tsv, or pass --data_format json|conllu|conll",
-    )
-
-
-def _check_record(rec: Any, words_field: str, labels_field: str, where: str) -> tuple[list[str], list[str]]:
-    if not isinstance(rec, dict):
-        raise DataError(
-            f"expected an object with '{words_field}' and '{labels_field}', got {type(rec).__name__}", where=where
-        )
-    missing = [f for f in (words_field, labels_field) if f not in rec]
-    if missing:
-        raise DataError(
-            f"missing field(s) {missing}; present: {sorted(rec)}",
-            where=where,
-            fix="set --words_field/--labels_field to the names your data uses",
-        )
-    words, tags = rec[words_field], rec[labels_field]
-    for name, seq in ((words_field, words), (labels_field, tags)):
-        if not isinstance(seq, list):
-            raise DataError(f"field '{name}' must be a list, got {type(seq).__name__}", where=where)
-        for i, item in enumerate(seq):
-            if not isinstance(item, str):
-                raise DataError(
-                    f"field '{name}' item {i} is {type(item).__name__} {item!r}, expected a string",
-                    where=where,
-                    fix="words and tags must be strings (hub datasets with class-id tags are converted automatically)",
-                )
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:  # a lone surrogate such as "\ud800": valid JSON, not text
-                    raise DataError(
-                        f"field '{name}' item {i} is not valid Unicode: {item!r} (lone surrogate escape)",
-                        where=where,
-                        fix="re-export the data from a UTF-8 source; \\uD800-\\uDFFF escapes "
-                        "must come in surrogate pairs",
-                    ) from None
-    return words, tags
-
-
-def read_json(path: str, words_field: str = "words", labels_field: str = "labels") -> list[Sentence]:
-    """A JSON array of objects, an object with a 'data' list, or JSON Lines."""
-    p = Path(path)
-    text = _read_text(p)
-    records: list[tuple[Any, str]] = []
-    stripped = text.lstrip()
-    if p.suffix.lower() == ".json" and stripped[:1] in ("[", "{"):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            if stripped[:1] == "[":
-                raise DataError(f"invalid JSON: {err.msg}", where=f"{path}:{err.lineno}") from None
-            obj = None  # may be JSON Lines with a .json suffix
-        if obj is not None:
-            if isinstance(obj, dict) and isinstance(obj.get("data"), list):
-                obj = obj["data"]
-            if isinstance(obj, dict):
-                obj = [obj]
-            if not isinstance(obj, list):
-                raise DataError("top-level JSON must be a list of sentence objects", where=path)
-            records = [(rec, f"{path} (record {i})") for i, rec in enumerate(obj)]
-    if not records and stripped:
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((json.loads(line), f"{path}:{lineno}"))
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"invalid JSON line: {err.msg} (column {err.colno})", where=f"{path}:{lineno}"
-                ) from None
-    return [Sentence(*_check_record(rec, words_field, labels_field, where), where=where) for rec, where in records]
-
-
-def read_conllu(path: str, tag_column: str = "xpos") -> list[Sentence]:
-    """CoNLL-U: FORM is column 2, UPOS 4, XPOS 5; multiword ranges (3-4) and empty nodes (5.1) skipped."""
-    col = {"upos": 3, "xpos": 4}[tag_column]
-    text = _read_text(Path(path))
-    out: list[Sentence] = []
-    words: list[str] = []
-    tags: list[str] = []
-    start = 1
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            if words:
-                out.append(Sentence(words, tags, f"{path}:{start}"))
-            words, tags, start = [], [], lineno + 1
-            continue
-        if line.startswith("#"):
-            continue
-        cols = line.split("\t")
-        if len(cols) != 10:
-            raise DataError(
-                f"expected 10 tab-separated columns, found {len(cols)}",
-                where=f"{path}:{lineno}",
-                fix="CoNLL-U needs ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC; use --data_format conll for plain columns",
-            )
-        tok_id = cols[0]
-        if "-" in tok_id or "." in tok_id:
-            continue
-        tag = cols[col]
-        if tag == "_":
-            raise DataError(
-                f"token '{cols[1]}' has no {tag_column.upper()} tag ('_')",
-                where=f"{path}:{lineno}",
-                fix=f"use --conllu_tag_column {'upos' if tag_column == 'xpos' else 'xpos'} if that column is filled",
-            )
-        words.append(cols[1])
-        tags.append(tag)
-    if words:
-        out.append(Sentence(words, tags, f"{path}:{start}"))
-    return out
-
-
-def read_conll(path: str, word_column: int = 0, tag_column: int = -1) -> list[Sentence]:
-    """Whitespace-separated columns, one token per line, blank line between sentences; -DOCSTART- skipped."""
-    text = _read_text(Path(path))
-    out: list[Sentence] = []
-    words: list[str] = []
-    tags: list[str] = []
-    start = 1
-    for lineno, line in enumerate(text.splitlines(), 1):
-        cols = line.split()
-        if not cols:
-            if words:
-                out.append(Sentence(words, tags, f"{path}:{start}"))
-            words, tags, start = [], [], lineno + 1
-            continue
-        if cols[0] == "-DOCSTART-":
-            start = lineno + 1
-            continue
-        need = max(c + 1 if c >= 0 else -c for c in (word_column, tag_column))  # -1 = last column
-        if len(cols) < max(need, 2):
-            raise DataError(
-                f"expected a word column and a tag column, found {len(cols)} column(s): {line!r}",
-                where=f"{path}:{lineno}",
-                fix="each token line needs the word and its tag separated by whitespace",
-            )
-        words.append(cols[word_column])
-        tags.append(cols[tag_column])
-    if words:
-        out.append(Sentence(words, tags, f"{path}:{start}"))
-    return out
+def read_options(cfg: Any) -> ReadOptions:
+    """The training config's reading fields (also read by `tagtune evaluate` from a run's config)."""
+    return ReadOptions(**{k: getattr(cfg, k) for k in ReadOptions.__dataclass_fields__})
 
 
 def read_file(path: str, cfg: Any) -> list[Sentence]:
-    fmt = detect_format(path, cfg.data_format)
-    if fmt == "json":
-        return read_json(path, cfg.words_field, cfg.labels_field)
-    if fmt == "conllu":
-        return read_conllu(path, cfg.conllu_tag_column)
-    return read_conll(path, cfg.conll_word_column, cfg.conll_tag_column)
+    return read_sentences(path, read_options(cfg), tagged=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -267,7 +71,7 @@ def _hub_split_to_sentences(ds: Any, split: str, words_field: str, labels_field:
         where = f"split '{split}', sentence {i}"
         if names is not None:
             rec = {words_field: rec[words_field], labels_field: [names[t] for t in rec[labels_field]]}
-        out.append(Sentence(*_check_record(rec, words_field, labels_field, where), where=where))
+        out.append(check_record(rec, words_field, labels_field, where))
     return out
 
 

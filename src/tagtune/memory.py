@@ -3,21 +3,27 @@ states) under plain DDP and DeepSpeed ZeRO-1/2/3, with and without CPU offload.
 
   tagtune memory --model bert-base-cased roberta-base --gpus 1 2 8 [--method full lora] [--nodes 1]
 
-Method: the mixed-precision Adam formula of the ZeRO paper (Rajbhandari et al. 2020, section 3.1):
-per trainable parameter 2 bytes of fp16 weights, 2 of fp16 gradients and 12 of optimizer states
-(fp32 master weights, momentum, variance) = 16 bytes; frozen parameters (LoRA) need only their 2-byte
-fp16 copy. ZeRO-1 partitions the optimizer states across the N data-parallel GPUs, ZeRO-2 also the
-gradients, ZeRO-3 also the weights. Accelerate's fp16 autocast without DeepSpeed keeps fp32 weights
-and gradients instead (4 + 4 + 8 = the same 16 bytes). Activations, the CUDA context and buffers
-come on top and grow with batch size and sequence length. For full fine-tuning the table also gives
-DeepSpeed's own estimators (deepspeed.runtime.zero.*.estimate_zero{2,3}_model_states_mem_needs),
-which add fp32 gradient and buffer terms, as a cross-check.
+Method: the mixed-precision Adam formula of the ZeRO paper (Rajbhandari et al. 2020, section 3.1)
+for DeepSpeed: per trainable parameter 2 bytes of fp16/bf16 weights, 2 of gradients and 12 of
+optimizer states (fp32 master weights, momentum, variance) = 16 bytes; frozen parameters (LoRA's
+base) only their 2-byte copy. ZeRO-1 partitions the optimizer states across the N data-parallel
+devices, ZeRO-2 also the gradients, ZeRO-3 also the weights. ``--precision fp32`` (DeepSpeed without
+fp16/bf16, as on CPU) makes weights and gradients 4 bytes; the optimizer still keeps its own fp32
+copy (12 bytes). Plain DDP under Accelerate's autocast keeps every weight in fp32 whatever the
+precision, the frozen ones too: 4 bytes per parameter, plus 4 (fp32 gradient) + 8 (momentum,
+variance) per trainable one, and on more than one process 4 more for the gradient copy in DDP's
+all-reduce buckets (PyTorch DDP's default ``gradient_as_bucket_view=False``). Activations, the CUDA context and buffers come on top and grow with
+batch size and sequence length. For full fine-tuning the table also gives DeepSpeed's own estimators
+(deepspeed.runtime.zero.*.estimate_zero{2,3}_model_states_mem_needs), which add fp32 gradient and
+buffer terms, as a cross-check.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -99,21 +105,24 @@ def model_shape(
     return ModelShape(name, method, counts.unique, counts.trainable, largest)
 
 
-def estimate(shape: ModelShape, gpus: int, nodes: int = 1) -> list[Estimate]:
-    """Per-GPU model-state memory for each set-up, on `gpus` GPUs per node x `nodes` nodes."""
+def estimate(shape: ModelShape, gpus: int, nodes: int = 1, precision: str = "fp16") -> list[Estimate]:
+    """Per-device model-state memory for each set-up, on `gpus` devices per node x `nodes` nodes."""
     n = gpus * nodes
     psi, t = shape.total, shape.trainable
-    p16, g16, opt = 2 * psi, 2 * t, 12 * t
+    w = 4 if precision == "fp32" else 2  # DeepSpeed's weight/gradient bytes
+    p16, g16, opt = w * psi, w * t, 12 * t
     rows = {
-        "DDP": (p16, g16, opt, 0),
+        # Accelerate autocast: fp32 weights (frozen ones too), fp32 gradients (+ DDP's fp32 bucket copy of them
+        # when there are several processes: gradient_as_bucket_view is off), AdamW momentum + variance
+        "DDP": (4 * psi, (8 if n > 1 else 4) * t, 8 * t, 0),
         "ZeRO-1": (p16, g16, opt / n, 0),
         "ZeRO-2": (p16, g16 / n, opt / n, 0),
         "ZeRO-2 + offload optimizer": (p16, 0, 0, (g16 + opt) / n),
         "ZeRO-3": (p16 / n, g16 / n, opt / n, 0),
-        # weights live in CPU RAM; a GPU holds only the layer being computed (fp16)
-        "ZeRO-3 + offload params+optimizer": (2 * shape.largest_layer, 0, 0, (p16 + g16 + opt) / n),
+        # weights live in CPU RAM; a device holds only the layer being computed
+        "ZeRO-3 + offload params+optimizer": (w * shape.largest_layer, 0, 0, (p16 + g16 + opt) / n),
     }
-    ds = _deepspeed_estimates(shape, gpus, nodes) if shape.trainable == shape.total else {}
+    ds = _deepspeed_estimates(shape, gpus, nodes) if shape.trainable == shape.total and w == 2 else {}
     out = []
     for setup, (p, g, o, cpu) in rows.items():
         out.append(Estimate(setup, n, p / GIB, g / GIB, o / GIB, (p + g + o) / GIB, cpu / GIB, ds.get(setup)))
@@ -121,9 +130,10 @@ def estimate(shape: ModelShape, gpus: int, nodes: int = 1) -> list[Estimate]:
 
 
 def _deepspeed_estimates(shape: ModelShape, gpus: int, nodes: int) -> dict[str, float]:
-    try:
-        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+    try:  # DeepSpeed's first import prints an accelerator notice on stdout: keep `--json` output pure
+        with contextlib.redirect_stdout(sys.stderr):
+            from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+            from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
     except Exception:  # deepspeed is an optional extra
         return {}
     z2 = lambda off: estimate_zero2_model_states_mem_needs(shape.total, gpus, nodes, cpu_offload=off)[1]  # noqa: E731
@@ -159,7 +169,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tagtune memory",
         description="Estimated per-GPU memory (GiB) of parameters, gradients and optimizer states under DDP and "
-        "ZeRO-1/2/3 (+ CPU offload), by the 16-bytes-per-parameter mixed-precision Adam formula; "
+        "ZeRO-1/2/3 (+ CPU offload), by the 16-bytes-per-trainable-parameter mixed-precision Adam formula "
+        "(frozen LoRA-base weights: 4 bytes under DDP autocast, 2 under DeepSpeed fp16/bf16); "
         "DeepSpeed's estimators beside it for full fine-tuning. Activations not included.",
     )
     parser.add_argument(
@@ -175,6 +186,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         "--num_labels", type=int, default=STUDY_NUM_LABELS, help="classifier size (48: the study's tags)"
     )
     parser.add_argument("--lora_r", type=int, default=8, help="LoRA rank (targets: peft's default, query/value)")
+    parser.add_argument(
+        "--precision",
+        choices=["fp16", "bf16", "fp32"],
+        default="fp16",
+        help="DeepSpeed weight/gradient precision (fp32: DeepSpeed without mixed precision, e.g. on CPU)",
+    )
     parser.add_argument("--summary", action="store_true", help="one table of GPU totals (the README's table)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
     args = parser.parse_args(argv)
@@ -192,7 +209,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for method in args.method:
             shape = model_shape(name, method, args.num_labels, args.lora_r)
             for g in args.gpus:
-                rows = estimate(shape, g, args.nodes)
+                rows = estimate(shape, g, args.nodes, args.precision)
                 if args.json:
                     out.append(
                         {**asdict(shape), "gpus_per_node": g, "nodes": args.nodes, "rows": [asdict(r) for r in rows]}
@@ -216,7 +233,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if summary:
             print("\n".join(summary) + "\n")
         print(
-            "GiB per GPU for the model states only (16 bytes per trainable parameter, 2 per frozen one); "
-            "activations, CUDA context and buffers come on top."
+            "GiB per device for the model states only (16 bytes per trainable parameter, 20 under multi-process DDP; "
+            "a frozen one: 4 under DDP autocast, 2 under DeepSpeed fp16/bf16); activations, CUDA context and "
+            "buffers come on top."
         )
     return 0

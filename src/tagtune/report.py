@@ -60,12 +60,7 @@ class Run:
 
     @property
     def family(self) -> str:
-        """Model family for the RoBERTa-vs-BERT comparison (checked longest name first)."""
-        name = self.model.lower()
-        for fam in ("roberta", "deberta", "distilbert", "bert"):
-            if fam in name:
-                return fam
-        return short_name(self.model)
+        return model_family(self.model)
 
     @property
     def data_key(self) -> tuple:
@@ -79,6 +74,15 @@ class Run:
 
 def short_name(model: str) -> str:
     return Path(model.rstrip("/")).name.replace("synthetic:", "synthetic-")
+
+
+def model_family(model: str) -> str:
+    """Model family for the RoBERTa-vs-BERT comparison (checked longest name first)."""
+    name = model.lower()
+    for fam in ("roberta", "deberta", "distilbert", "bert"):
+        if fam in name:
+            return fam
+    return short_name(model)
 
 
 def _read_json(path: Path) -> Any:
@@ -562,8 +566,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (each holds results.json)")
     ap.add_argument("--out", required=True, metavar="DIR", help="folder for report.md, CSVs and PNGs (created)")
+    ap.add_argument(
+        "--compare-study",
+        action="store_true",
+        help="add the study's published numbers side by side, intervals and verdicts (study_comparison.md)",
+    )
+    ap.add_argument(
+        "--wandb-group",
+        default=None,
+        metavar="GROUP",
+        help="with --compare-study: also log its tables to a W&B summary run in this group (offline unless logged in)",
+    )
     args = ap.parse_args(argv)
-    path = build_report(load_runs(args.runs), args.out)
+    runs = load_runs(args.runs)
+    path = build_report(runs, args.out)
+    if args.compare_study:
+        from .study_compare import compare_study
+
+        compare_study(runs, args.out, path, args.wandb_group)
     print(f"report written to {path}")
     for f in sorted(path.parent.glob("*.png")):
         print(f"  {f}")

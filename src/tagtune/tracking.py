@@ -102,7 +102,12 @@ def init(accelerator: Any, cfg: Any, tracker: Optional[str], config: dict[str, A
         run = accelerator.get_tracker("wandb", unwrap=True)
         run_dir = Path(run.dir).parent  # run.dir is <...>/offline-run-<time>-<id>/files
         if getattr(run, "offline", os.environ.get("WANDB_MODE") == "offline"):
-            logger.info("wandb offline: run written to %s (upload later with `wandb sync %s`)", run_dir, run_dir)
+            logger.info(
+                "wandb offline: run written to %s (view with `wandb leet %s`, upload later with `wandb sync %s`)",
+                run_dir,
+                run_dir.parent,
+                run_dir,
+            )
         else:
             logger.info("wandb run: %s (local files in %s)", getattr(run, "url", None), run_dir)
     elif accelerator.is_main_process and tracker == "tensorboard":

@@ -1,109 +1,50 @@
-"""Read an offline W&B run file (``run-<id>.wandb``) without the network or a W&B account.
+"""Read an offline W&B run (``run-<id>.wandb``) back as Python data, through wandb's own reader.
 
 Usage:  python -m tagtune.wandb_offline OUTPUT_DIR_OR_RUN_FILE [--history]
 
-wandb 0.31 ships no offline reader. The file is a LevelDB-log-style record stream: a 7-byte
-header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks of chunks, each chunk a 7-byte
-header (CRC32 of type byte + data, length, type FULL/FIRST/MIDDLE/LAST) and data; a whole record
-is one ``wandb_internal_pb2.Record`` protobuf (history row, config, summary, run, files, exit ...).
+To look at a run, use wandb's tools: ``wandb leet ./wandb`` (terminal viewer of offline runs),
+``wandb leet inspect --summary PATH`` (state, latest metrics, config), ``wandb sync PATH``
+(upload later). This module only turns ``wandb leet inspect --json`` (one JSON object per
+record) and ``wandb leet inspect --summary --json`` into an ``OfflineRun`` with every history
+row, the config as logged (``_wandb`` included, which the summary view leaves out), run metadata
+and files: what the tests assert on. leet prints nested keys dotted (``eval/confusion_matrix.path``);
+they are nested back, so a key logged with a dot in its name would be split too. A run file cut off (killed run) is read up to the cut; a
+corrupt one is an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import struct
+import subprocess
 import sys
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from .errors import DataError
 
-FILE_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
-BLOCK = 32768
-CHUNK_HEADER = 7
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
-
-def _chunk_crc(kind: int, data: bytes) -> int:
-    return zlib.crc32(data, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF
-
-
-def read_record_bytes(path: str | Path) -> Iterator[bytes]:
-    """Each complete record's bytes. A record cut off at the end (run still writing or killed) is dropped."""
-    path = Path(path)
-    data = path.read_bytes()
-    if data[: len(FILE_HEADER)] != FILE_HEADER:
+def inspect(path: Path, summary: bool = False, timeout: float = 300) -> str:
+    """stdout of ``wandb leet inspect --json [--summary] path``; corruption and failures raise."""
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *(["--summary"] if summary else []), str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    corrupt = [ln for ln in proc.stderr.split("wandb leet inspect: ") if "corrupt" in ln]
+    if proc.returncode != 0 or corrupt:
+        problem = (corrupt or [proc.stderr.strip() or f"exit code {proc.returncode}"])[0].strip()
         raise DataError(
-            "not a W&B run file (bad header)",
+            f"cannot read the W&B run file: {problem}",
             where=str(path),
-            fix="pass a run-<id>.wandb file from <output_dir>/wandb/offline-run-*/",
+            fix="pass a run-<id>.wandb file from <output_dir>/wandb/offline-run-*/; a corrupt file can be "
+            "browsed with `wandb leet inspect PATH`",
         )
-    pos, pending = len(FILE_HEADER), None
-    while pos + CHUNK_HEADER <= len(data):
-        left = BLOCK - pos % BLOCK
-        if left < CHUNK_HEADER:  # block trailer padding
-            pos += left
-            continue
-        crc, length, kind = struct.unpack_from("<IHB", data, pos)
-        if kind == 0 and length == 0:  # zero-filled rest of a block
-            pos += left
-            continue
-        body = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
-        if len(body) < length:
-            return
-        if _chunk_crc(kind, body) != crc:
-            raise DataError(
-                f"checksum mismatch in chunk at byte {pos}",
-                where=str(path),
-                fix="the file is corrupt; re-run, or read it with `wandb sync` to recover what it can",
-            )
-        pos += CHUNK_HEADER + length
-        if kind == FULL:
-            yield body
-        elif kind == FIRST:
-            pending = body
-        elif kind == MIDDLE and pending is not None:
-            pending += body
-        elif kind == LAST and pending is not None:
-            yield pending + body
-            pending = None
-        else:
-            raise DataError(f"unexpected chunk type {kind} at byte {pos}", where=str(path))
-
-
-def read_records(path: str | Path) -> Iterator[Any]:
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    for raw in read_record_bytes(path):
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        yield rec
-
-
-def _key(item: Any) -> list[str]:
-    return list(item.nested_key) if item.nested_key else [item.key]
-
-
-def _set(d: dict[str, Any], keys: list[str], value: Any) -> None:
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = value
-
-
-def _del(d: dict[str, Any], keys: list[str]) -> None:
-    for k in keys[:-1]:
-        d = d.get(k, {})
-    d.pop(keys[-1], None)
+    return proc.stdout
 
 
 @dataclass
 class OfflineRun:
     """What a run recorded: one ``history`` dict per logged step (keys as logged, e.g. ``train/train_loss``),
-    the final ``summary`` and ``config`` (updates applied in order), and run metadata."""
+    the ``summary`` and ``config`` as wandb reports them, and run metadata."""
 
     path: Path
     run_id: str = ""
@@ -127,36 +68,53 @@ class OfflineRun:
         return {int(row["_step"]): row[key] for row in self.history if key in row}
 
 
-def _apply(target: dict[str, Any], upd: Any) -> None:
-    for item in upd.update:
-        _set(target, _key(item), json.loads(item.value_json))
-    for item in upd.remove:
-        _del(target, _key(item))
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """leet prints a nested key (a logged image's ``path``, ``_wandb.runtime``) as one dotted key: nest it back."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, last = key.split(".")
+        d = out
+        for k in parents:
+            d = d.setdefault(k, {})
+        d[last] = _nest(value) if isinstance(value, dict) else value
+    return out
+
+
+def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
+    """A config update: nested dicts (``_wandb.visualize``) merged key by key, not replaced."""
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(target.get(k), dict):
+            _merge(target[k], v)
+        else:
+            target[k] = v
 
 
 def read_run(path: str | Path) -> OfflineRun:
     path = Path(path)
     out = OfflineRun(path=path)
-    for rec in read_records(path):
-        kind = rec.WhichOneof("record_type")
+    for line in inspect(path).splitlines():
+        rec = json.loads(line)
+        kind, body = rec.get("type"), rec.get(rec.get("type"), {})
         if kind == "run":
-            r = rec.run
-            out.run_id, out.project, out.name = r.run_id, r.project, r.display_name
-            out.group, out.job_type, out.tags = r.run_group, r.job_type, list(r.tags)
-            _apply(out.config, r.config)
+            out.run_id, out.project, out.name = (
+                body.get("run_id", ""),
+                body.get("project", ""),
+                body.get("display_name", ""),
+            )
+            out.group, out.job_type, out.tags = (
+                body.get("run_group", ""),
+                body.get("job_type", ""),
+                body.get("tags", []),
+            )
+            _merge(out.config, _nest(body.get("config", {}).get("update", {})))
         elif kind == "config":
-            _apply(out.config, rec.config)
+            _merge(out.config, _nest(body.get("update", {})))
         elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in rec.history.item:
-                _set(row, _key(item), json.loads(item.value_json))
-            out.history.append(row)
-        elif kind == "summary":
-            _apply(out.summary, rec.summary)
+            out.history.append(_nest(body.get("item", {})))
         elif kind == "files":
-            out.files += [f.path for f in rec.files.files]
-        elif kind == "exit":
-            out.exit_code = rec.exit.exit_code
+            out.files += [f["path"] for f in body.get("files", [])]
+    state = json.loads(inspect(path, summary=True))
+    out.summary, out.exit_code = _nest(state.get("summary", {})), state.get("exit_code")
     return out
 
 
@@ -179,21 +137,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     for p in runs:
         run = read_run(p)
-        print(
-            json.dumps(
-                {
-                    "file": str(p),
-                    "id": run.run_id,
-                    "project": run.project,
-                    "name": run.name,
-                    "group": run.group,
-                    "history_rows": len(run.history),
-                    "summary": run.summary,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        head = {"file": str(p), "id": run.run_id, "project": run.project, "name": run.name, "group": run.group}
+        print(json.dumps({**head, "history_rows": len(run.history), "summary": run.summary}, indent=2, default=str))
         if args.history:
             for row in run.history:
                 print(json.dumps(row, default=str))

@@ -20,27 +20,23 @@ import torch
 from _resume_common import has_checkpoint, output, start_and_wait
 from conftest import ROOT, run_cmd
 
-from tagtune.errors import DataError
-from tagtune.wandb_offline import read_records
+from tagtune.wandb_offline import read_run
 
 SMOKE = str(ROOT / "recipes" / "smoke.py")
 SMALL = ["--max_train_samples", "96", "--max_eval_samples", "24", "--per_device_train_batch_size", "8"]
 SMALL += ["--logging_steps", "1", "--report_to", "wandb", "--overwrite_output_dir", "true"]
 
 
-def wandb_exit_codes(out: Path, wait_s: float = 30.0) -> list[int]:
-    """Exit codes recorded in the run's offline .wandb log (one per closed run). In-process, wandb's
-    service writes the last records just after run.finish() returns: wait a little for them."""
+def wandb_exit_code(out: Path, wait_s: float = 30.0) -> int | None:
+    """The exit code recorded in the run's offline .wandb log (None: the run was never closed). In-process,
+    wandb's service writes the last records just after run.finish() returns: wait a little for them."""
     files = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
     deadline = time.time() + wait_s
     while True:
-        try:
-            codes = [r.exit.exit_code for r in read_records(files[0]) if r.WhichOneof("record_type") == "exit"]
-        except DataError:  # a chunk still being written
-            codes = []
-        if codes or time.time() > deadline:
-            return codes
+        code = read_run(files[0]).exit_code
+        if code is not None or time.time() > deadline:
+            return code
         time.sleep(0.5)
 
 
@@ -48,7 +44,7 @@ def test_normal_end(tmp_path):
     out = tmp_path / "run"
     run_cmd([sys.executable, SMOKE, "--output_dir", str(out), "--max_steps", "6", *SMALL], timeout=300)
     assert {"results.json", "history.jsonl", "model", "epochs.json"} <= {p.name for p in out.iterdir()}
-    assert wandb_exit_codes(out) == [0]
+    assert wandb_exit_code(out) == 0
 
 
 def test_divergence_exits_2_and_keeps_the_loss_curve(tmp_path):
@@ -61,7 +57,7 @@ def test_divergence_exits_2_and_keeps_the_loss_curve(tmp_path):
     assert not (out / "results.json").exists()
     history = (out / "history.jsonl").read_text().splitlines()
     assert len(history) >= 2 and "NaN" in history[-1]
-    assert wandb_exit_codes(out) == [2]
+    assert wandb_exit_code(out) == 2
 
 
 def test_preemption_exits_75(tmp_path):
@@ -72,7 +68,7 @@ def test_preemption_exits_75(tmp_path):
     rc = proc.wait(120)
     assert rc == 75, output(proc)[-3000:]
     assert (out / "history.jsonl").is_file() and not (out / "results.json").exists()
-    assert wandb_exit_codes(out) == [75]
+    assert wandb_exit_code(out) == 75
 
 
 def test_any_other_exception_closes_everything_once(tmp_path, monkeypatch):
@@ -109,4 +105,4 @@ def test_any_other_exception_closes_everything_once(tmp_path, monkeypatch):
     assert wandb.run is None
     assert not torch.distributed.is_initialized()
     assert (out / "history.jsonl").is_file() and not (out / "results.json").exists()
-    assert wandb_exit_codes(out) == [1]
+    assert wandb_exit_code(out) == 1

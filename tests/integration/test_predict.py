@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, read_json, subprocess_env, train_smoke
 
-from tagtune import cli
+from tagtune import Tagger, cli
 from tagtune.errors import DataError
-from tagtune.predict import Tagger, split_text
+from tagtune.text import split_text, tokenizer_name
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -209,17 +209,23 @@ def test_a_2000_word_sentence_gets_2000_tags(tagger, training_eval):
     assert accuracy >= 0.8, accuracy
 
 
-def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, monkeypatch):
-    assert split_text("John's dog can't run. It costs 1,000 dollars!\n\n\"Really?\" she said...") == [
+def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, monkeypatch, capsys):
+    assert tokenizer_name() == "pysbd+nltk"
+    # PTB words and abbreviation-aware sentences: what the training data keeps whole stays whole
+    assert split_text("Mr. Smith bought U.S. stamps at 10:30 a.m. today. He paid $5.") == [
+        ["Mr.", "Smith", "bought", "U.S.", "stamps", "at", "10:30", "a.m.", "today", "."],
+        ["He", "paid", "$", "5", "."],
+    ]
+    assert split_text("John's dog can't run. It costs 1,000 dollars!\n\n\"Really?\" she said.") == [
         ["John", "'s", "dog", "ca", "n't", "run", "."],
         ["It", "costs", "1,000", "dollars", "!"],
-        ['"', "Really", "?", '"'],
-        ["she", "said", "..."],
+        ['"', "Really", "?", '"', "she", "said", "."],  # quotes kept as written, not `` ''
     ]
     text = tmp_path / "in.txt"
     text.write_text("Mary's dog can run in London. The teacher saw two cats!\nthey walked slowly .\n")
     out = tmp_path / "out.conll"
     assert run_cli("predict", "--model", smoke_run, "--input", text, "--output", out, "--scores") == 0
+    assert "(text, pysbd+nltk -> conll)" in capsys.readouterr().err  # says which tokenizer was used
     sents = read_conll_tags(out)
     words = [[row[0] for row in s] for s in sents]
     assert words == [
@@ -254,7 +260,7 @@ def test_empty_and_malformed_input_give_clear_errors(smoke_run, tagger, tmp_path
         "empty.txt": ("", "input has no words"),
         "blank.jsonl": ("\n  \n", "input has no words"),
         "bad.jsonl": ('{"words": ["the", "cat"]}\n{"words": ["a", "dog"\n', "bad.jsonl:2: invalid JSON line"),
-        "field.jsonl": ('{"tokens": ["the", "cat"]}\n', "no 'words' field"),
+        "field.jsonl": ('{"tokens": ["the", "cat"]}\n', "field.jsonl:1: missing field(s) ['words']"),
         "notlist.jsonl": ('{"words": "the cat"}\n', "must be a list of strings"),
         "emptyword.jsonl": ('["the", " ", "cat"]\n', "emptyword.jsonl:1: word 1"),
         "bad.conllu": ("1\tThe\t_\n2 cat\n", "bad.conllu:2: expected tab-separated ID and FORM"),
@@ -328,3 +334,96 @@ def test_lora_adapter_predicts_like_training_and_merged_export_is_identical(lora
     assert run_cli("export", "--model", lora_run, "--merge", "--out", merged_dir) == 2
     assert "not empty" in capsys.readouterr().err
     assert (merged_dir / "model.safetensors").read_bytes() == before
+
+
+# ---- the POS metric as a Hugging Face `evaluate` module -----------------------------------------
+
+
+def test_shipped_evaluate_metric_matches_training_metrics_on_real_predictions(smoke_run, training_eval, monkeypatch):
+    import evaluate
+
+    from tagtune.hf_metric import POS_METRIC_PATH
+    from tagtune.metrics import compute_metrics
+
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    metric = evaluate.load(POS_METRIC_PATH)  # a local folder: no hub
+    gold = [r["labels"] for r in training_eval]
+    pred = [r["tags"] for r in training_eval]
+    for g, p in zip(gold, pred):
+        metric.add_batch(predictions=[p], references=[g])
+    got = metric.compute()
+    assert got == compute_metrics(gold, pred)
+    final = read_json(smoke_run / "results.json")["final"]
+    for key in ("accuracy", "macro_f1", "weighted_f1", "seqeval_f1"):
+        assert got[key] == pytest.approx(final[key], abs=1e-12), key
+    assert 0.5 < got["accuracy"] < 1.0 and got["macro_f1"] != got["accuracy"]  # real, imperfect predictions
+    assert sum(t["support"] for t in got["per_tag"].values()) == got["num_words"] == final["num_words"]
+    with pytest.raises(ValueError, match="sentence 0: 2 reference tags but 1 predicted"):
+        metric.compute(predictions=[["DT"]], references=[["DT", "NN"]])
+
+
+# ---- plain transformers / peft loading, in a process that never imports tagtune ----------------
+
+PLAIN_LOAD = r"""
+import json, sys
+import torch
+from peft import AutoPeftModelForTokenClassification
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+kind, path, sentences = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+if kind == "lora":
+    model = AutoPeftModelForTokenClassification.from_pretrained(path)  # the one line the README promises
+else:
+    model = AutoModelForTokenClassification.from_pretrained(path)
+tokenizer = AutoTokenizer.from_pretrained(path, add_prefix_space=True)
+id2label = model.config.id2label
+tags = []
+for words in sentences:  # each word's tag from its first sub-token
+    enc = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        best = model(**enc).logits[0].argmax(-1).tolist()
+    firsts = {}
+    for i, w in enumerate(enc.word_ids()):
+        if w is not None and w not in firsts:
+            firsts[w] = i
+    tags.append([id2label[best[firsts[w]]] for w in range(len(words))])
+print(json.dumps({
+    "tagtune_imported": sorted(m for m in sys.modules if m.split(".")[0] == "tagtune"),
+    "type": type(model).__name__,
+    "num_labels": model.config.num_labels,
+    "id2label": {str(k): v for k, v in id2label.items()},
+    "tags": tags,
+}))
+"""
+
+
+def plain_load(kind: str, model_dir: Path, sentences: list[list[str]], cwd: Path) -> dict:
+    env = subprocess_env()
+    env.pop("PYTHONPATH", None)  # transformers and peft only: tagtune is not on the path
+    proc = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOAD, kind, str(model_dir), json.dumps(sentences)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_model_folder_loads_with_plain_transformers_or_one_line_of_peft(kind, smoke_run, lora_run, tmp_path):
+    run = smoke_run if kind == "full" else lora_run
+    tagger = Tagger.load(run, device="cpu")
+    sentences = [r["words"] for r in read_jsonl(run / "eval_predictions.jsonl")[:25]]
+    got = plain_load(kind, run / "model", sentences, tmp_path)
+    assert got["tagtune_imported"] == []
+    assert got["type"] == ("PeftModelForTokenClassification" if kind == "lora" else "BertForTokenClassification")
+    assert got["num_labels"] == len(tagger.labels)
+    assert [got["id2label"][str(i)] for i in range(len(tagger.labels))] == tagger.labels  # names, not LABEL_0
+    assert got["tags"] == tagger.tag(sentences)
+    if kind == "lora":
+        adapter = read_json(run / "model" / "adapter_config.json")
+        assert adapter["base_model_name_or_path"] == str((run / "model" / "base").resolve())
+        assert read_json(run / "model" / "base" / "config.json")["id2label"]["0"] == tagger.labels[0]

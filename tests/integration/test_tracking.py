@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -102,7 +103,17 @@ def test_auto_without_login_logs_offline_and_says_where(wandb_run):
     where = Path(re.search(r"wandb offline: run written to (\S+)", lines[0]).group(1))
     assert where == wandb_run.run.path.parent
     assert where.parent == wandb_run.out / "wandb"
-    assert f"wandb sync {where}" in lines[0]
+    assert f"wandb sync {where}" in lines[0] and f"wandb leet {where.parent}" in lines[0]
+    # wandb's own viewer reads the run: `wandb leet inspect --summary --json`, as the README tells users
+    proc = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(where.parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    state = json.loads(proc.stdout)
+    assert state["run_id"] == wandb_run.run.run_id and state["exit_code"] == 0
+    assert state["summary"]["final/accuracy"] == wandb_run.results["final"]["accuracy"]
 
 
 def test_history_holds_every_step_and_each_epoch(wandb_run):

@@ -156,3 +156,55 @@ def test_every_recipe_parses_with_its_launch_command(path):
             assert getattr(cfg, k) == v, (path.stem, k)
     # any field is overridable on the command line
     assert parse(cls, ["--seed", "7", "--lora_alpha", "32"]).lora_alpha == 32
+
+
+# ---- run_ner.py names -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--fp16"], {"mixed_precision": "fp16"}),
+        (["--bf16", "true"], {"mixed_precision": "bf16"}),
+        (["--mixed_precision", "bf16", "--fp16", "false"], {"mixed_precision": "bf16"}),  # false: no change
+        (["--label_all_tokens"], {"label_all_subtokens": True}),
+        (["--label_all_tokens", "false"], {"label_all_subtokens": False}),
+        (["--max_seq_length", "128"], {"max_length": 128}),
+        (["--text_column_name", "tokens", "--label_column_name", "ner_tags"], {"words_field": "tokens"}),
+        (["--label_column_name=ner_tags"], {"labels_field": "ner_tags"}),
+    ],
+)
+def test_run_ner_aliases_set_their_fields(args, expected):
+    cfg = parse(Recipe, args)
+    for name, value in expected.items():
+        assert getattr(cfg, name) == value, name
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fp16", "--bf16"], "conflicting precision flags: --fp16, --bf16"),
+        (["--fp16", "--mixed_precision", "bf16"], "conflicting precision flags: --fp16 and --mixed_precision"),
+        (["--max_seq_length", "64", "--max_length", "128"], "--max_seq_length and --max_length are the same setting"),
+    ],
+)
+def test_run_ner_aliases_conflicts_are_errors(args, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(Recipe, args)
+
+
+def test_run_ner_aliases_are_listed_in_help_and_validated_like_their_fields():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "smoke.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for alias, name in (
+        ("fp16", "mixed_precision fp16"),
+        ("bf16", "mixed_precision bf16"),
+        ("label_all_tokens", "label_all_subtokens"),
+        ("max_seq_length", "max_length"),
+        ("text_column_name", "words_field"),
+        ("label_column_name", "labels_field"),
+    ):
+        assert f"--{alias}" in out and f"same as --{name}" in out, alias
+    with pytest.raises(ConfigError, match="max_length"):
+        parse(Recipe, ["--max_seq_length", "4"])  # the field's own validation (>= 8)

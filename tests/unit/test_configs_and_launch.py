@@ -349,17 +349,20 @@ def rows_of(memory_json, model, method, gpus):
 
 def test_memory_formula_by_hand(memory_json):
     gib = 1024**3
-    # LoRA: the study's counts (108,051,504 distinct parameters, 331,824 trainable); every weight has its
-    # 2-byte fp16 copy, the trainable ones also 2 bytes of gradient and 12 of optimizer states
+    # LoRA: the study's counts (108,051,504 distinct parameters, 331,824 trainable). DDP under autocast keeps
+    # every weight fp32, the frozen ones too (4 bytes), + 4 of gradient and 8 of AdamW state per trainable one;
+    # DeepSpeed fp16 keeps a 2-byte copy of every weight, + 2 of gradient and 12 of optimizer state
     entry, rows = rows_of(memory_json, "bert-base-cased", "lora", 8)
     assert (entry["total"], entry["trainable"]) == (108_051_504, 331_824)
-    assert rows["DDP"]["gpu_total_gib"] * gib == pytest.approx(2 * 108_051_504 + 14 * 331_824)
+    # (+ 4 per trainable one for DDP's gradient buckets on several processes)
+    assert rows["DDP"]["gpu_total_gib"] * gib == pytest.approx(4 * 108_051_504 + 16 * 331_824)
+    assert round(rows["DDP"]["gpu_total_gib"], 2) == 0.41
     assert rows["ZeRO-3"]["gpu_total_gib"] * gib == pytest.approx((2 * 108_051_504 + 14 * 331_824) / 8)
     # full fine-tuning: 16 bytes per parameter, partitioned stage by stage
     entry, rows = rows_of(memory_json, "roberta-base", "full", 8)
     psi = entry["total"]
     assert psi == entry["trainable"] and 124_000_000 < psi < 124_700_000
-    assert rows["DDP"]["gpu_total_gib"] * gib == pytest.approx(16 * psi)
+    assert rows["DDP"]["gpu_total_gib"] * gib == pytest.approx(20 * psi)  # 16 + DDP's gradient buckets
     assert rows["ZeRO-1"]["gpu_total_gib"] * gib == pytest.approx(4 * psi + 12 * psi / 8)
     assert rows["ZeRO-2"]["gpu_total_gib"] * gib == pytest.approx(2 * psi + 14 * psi / 8)
     assert rows["ZeRO-3"]["gpu_total_gib"] * gib == pytest.approx(16 * psi / 8)
@@ -369,7 +372,17 @@ def test_memory_formula_by_hand(memory_json):
     _, one = rows_of(memory_json, "roberta-base", "full", 1)
     assert (
         len({round(one[s]["gpu_total_gib"], 9) for s in ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")}) == 1
-    )  # nothing to split on 1 GPU
+    )  # nothing to split on 1 GPU, and no DDP buckets
+
+
+def test_memory_fp32_deepspeed_rows():
+    """DeepSpeed without mixed precision (CPU): 4-byte weights and gradients, the optimizer's own fp32 copy."""
+    from tagtune.memory import ModelShape, estimate
+
+    rows = {r.setup: r for r in estimate(ModelShape("m", "lora", 1000, 100, 10), gpus=2, precision="fp32")}
+    assert rows["ZeRO-3"].gpu_total_gib * 1024**3 == pytest.approx((4 * 1000 + 4 * 100 + 12 * 100) / 2)
+    assert rows["DDP"].gpu_total_gib * 1024**3 == pytest.approx(4 * 1000 + 16 * 100)
+    assert rows["ZeRO-2"].deepspeed_gpu_gib is None  # DeepSpeed's estimators assume fp16
 
 
 def test_readme_memory_table_is_what_the_command_prints():

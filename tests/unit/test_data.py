@@ -7,7 +7,8 @@ import pytest
 from conftest import EWT
 
 from tagtune import DataError
-from tagtune.data import build_corpus, detect_format, load_corpus, read_conll, read_conllu, read_json
+from tagtune.data import build_corpus, load_corpus
+from tagtune.readers import detect_format, read_conll, read_conllu, read_json
 
 
 def cfg(**kw):
@@ -178,13 +179,31 @@ def test_hub_failure_is_a_clear_error(monkeypatch):
 
 
 def test_format_detection_and_unknown_extension():
-    assert (
-        detect_format("a.jsonl") == "json"
-        and detect_format("a.conllu") == "conllu"
-        and detect_format("a.txt") == "conll"
-    )
+    assert detect_format("a.jsonl") == "json" and detect_format("a.conllu") == "conllu"
+    assert detect_format("a.tsv") == "conll" and detect_format("a.txt", "conll") == "conll"
     with pytest.raises(DataError, match="unknown data format"):
         detect_format("a.parquet")
+
+
+@pytest.mark.parametrize(
+    "text, fmt",
+    [
+        ("The\tDT\ncat\tNN\n", "conll"),  # a tab: columns
+        ("-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\n", "conll"),
+        ("The DT\ncat NN\nsat VBD\n\nHi UH\n", "conll"),  # same width (2) on every line
+        ("The cat sat.\nA dog barked at me.\nHe paid $5.\n", "text"),  # widths vary
+        ("Hello there\n", "text"),  # too short to call columns
+        ('{"words": ["a"]}\n', "json"),
+    ],
+)
+def test_txt_is_sniffed_by_content_and_training_refuses_raw_text(tmp_path, text, fmt):
+    p = tmp_path / "a.txt"
+    p.write_text(text)
+    assert detect_format(str(p)) == fmt
+    if fmt == "text":
+        with pytest.raises(DataError, match=r"a\.txt: read as 'text', which has no tags") as err:
+            load_corpus(cfg(train_file=str(p), eval_every_epoch=False))
+        assert "--data_format conll" in str(err.value)
 
 
 def test_missing_file_and_bad_utf8(tmp_path):

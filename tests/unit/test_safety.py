@@ -197,9 +197,10 @@ def test_persistent_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tm
 
 def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     """fp16 loss scaling needs a GPU. On CPU the same path (scaled backward, unscale, skip on inf/NaN
-    gradients, back off the scale) is driven by a real GradScaler whose scale is infinite, so every
-    step's gradients overflow: each must be skipped by the fused AdamW kernel (weights unchanged) and
-    counted in the log rows and results. (Under fp32 compute no finite scale overflows these gradients.)"""
+    gradients, back off the scale) is driven by a real GradScaler whose scale is infinite and the
+    optimizer fp16 training builds (foreach AdamW), so every step's gradients overflow: each must be
+    skipped (weights unchanged), seen by Accelerate's ``optimizer_step_was_skipped`` and counted in the
+    log rows and results. (Under fp32 compute no finite scale overflows these gradients.)"""
     import torch
     from safetensors.torch import load_file
 
@@ -212,7 +213,13 @@ def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, monkeypatch):
         acc.scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))
         return acc
 
+    import tagtune.optim as optim
+
     monkeypatch.setattr(runtime, "make_accelerator", with_loss_scaling)
+    real_optimizer = optim.make_optimizer
+    monkeypatch.setattr(
+        optim, "make_optimizer", lambda model, **kw: real_optimizer(model, **{**kw, "loss_scaling": True})
+    )
     out = tmp_path / "run"
     # no clipping: under real fp16 Accelerate unscales before clipping, this emulation cannot
     results = _tiny_run(

@@ -1,0 +1,286 @@
+"""The `tagtune predict`, `evaluate` and `export` subcommands.
+
+tagtune predict  --model RUN_OR_MODEL_DIR --input FILE|- [--output FILE|-] [--scores]
+tagtune evaluate --model RUN_OR_MODEL_DIR --dataset FILE|HUB_ID [--split NAME] [--out DIR]
+tagtune export   --model RUN_OR_MODEL_DIR --merge --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import CheckpointError, ConfigError, DataError
+from .predict_io import INPUT_FORMATS, format_output, predictions_jsonl, read_input, write_output
+from .readers import SUFFIXES, ReadOptions, read_sentences
+from .tagger import CONFIG_FILE, DTYPES, Tagger, evaluate_sentences, find_model_dir, read_model_json
+
+logger = logging.getLogger("tagtune.predict")
+PREDICTIONS_FILE = "eval_predictions.jsonl"  # words, gold labels and predicted tags per sentence
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="run directory (outputs/<recipe>) or its model/ folder")
+    p.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--dtype", default="float32", choices=list(DTYPES), help="weights/activations dtype (float16/bfloat16: GPU)"
+    )
+    p.add_argument(
+        "--batch_size", type=int, default=None, help="windows per forward pass (default: the run's eval batch size)"
+    )
+    p.add_argument("--max_length", type=int, default=None, help="sub-tokens per window (default: the run's)")
+    p.add_argument("--stride", type=int, default=None, help="words of left context per window (default: the run's)")
+    p.add_argument("--base_model", default=None, help="base model of a LoRA adapter, if it moved since training")
+
+
+def _load_from_args(a: argparse.Namespace) -> Tagger:
+    if a.batch_size is not None and a.batch_size < 1:
+        raise ConfigError(f"invalid value {a.batch_size}: must be >= 1", where="--batch_size")
+    if a.max_length is not None and a.max_length < 8:
+        raise ConfigError(f"invalid value {a.max_length}: must be >= 8", where="--max_length")
+    if a.stride is not None and a.stride < 0:
+        raise ConfigError(f"invalid value {a.stride}: must be >= 0", where="--stride")
+    return Tagger.load(
+        a.model,
+        device=a.device,
+        dtype=a.dtype,
+        batch_size=a.batch_size,
+        max_length=a.max_length,
+        stride=a.stride,
+        base_model=a.base_model,
+    )
+
+
+def predict_main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="tagtune predict", description="Tag raw text, JSONL of pre-split words, or CoNLL(-U)."
+    )
+    _model_args(p)
+    p.add_argument("--input", required=True, help="file, or - for stdin")
+    p.add_argument(
+        "--input_format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        help="auto: by extension (.jsonl/.json, .conllu, .conll/.tsv/...); a .txt file or stdin by content: "
+        "JSON lines if it starts with { or [, CoNLL columns if its lines look like columns, else raw text",
+    )
+    p.add_argument("--output", default="-", help="file (written atomically), or - for stdout")
+    p.add_argument(
+        "--output_format",
+        default="auto",
+        choices=("auto", "jsonl", "conll"),
+        help="auto: by --output extension (.jsonl/.json or .conll/.tsv/.txt), else conll for CoNLL input, jsonl otherwise",
+    )
+    p.add_argument("--scores", action="store_true", help="add each word's confidence (probability of its tag)")
+    p.add_argument("--words_field", default="words", help="JSONL field holding the words")
+    p.add_argument("--conll_word_column", type=int, default=0, help="0-based word column of whitespace CoNLL input")
+    a = p.parse_args(argv)
+
+    find_model_dir(a.model)  # a wrong --model fails before reading a large input
+    sents, in_fmt = read_input(a.input, a.input_format, a.words_field, a.conll_word_column)
+    out_fmt = a.output_format
+    if out_fmt == "auto":
+        suffix = Path(a.output).suffix.lower() if a.output != "-" else ""
+        out_fmt = (
+            "jsonl"
+            if suffix in (".jsonl", ".json")
+            else "conll"
+            if suffix in [k for k, v in SUFFIXES.items() if v != "json"]
+            else "conll"
+            if in_fmt in ("conll", "conllu")
+            else "jsonl"
+        )
+    tagger = _load_from_args(a)
+    t0 = time.time()
+    tags, scores = tagger.tag([s.words for s in sents], return_scores=True)
+    secs = time.time() - t0
+    write_output(a.output, format_output(sents, tags, scores if a.scores else None, out_fmt))
+    n = sum(len(t) for t in tags)
+    print(
+        f"tagtune predict: {n} words in {len(sents)} sentences ({in_fmt} -> {out_fmt}) in {secs:.2f} s "
+        f"({n / max(secs, 1e-9):.0f} words/s on {tagger.device})" + ("" if a.output == "-" else f" -> {a.output}"),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _load_labelled(a: argparse.Namespace, tt_cfg: dict[str, Any]) -> tuple[list[Any], str, str]:
+    """--dataset (file of any supported format, or hub id) -> validated sentences, split name, slug."""
+    from .data import load_hub, pick_eval_split, validate_split
+
+    # the training run's reading settings, overridden by flags
+    opts = ReadOptions(
+        **{
+            k: getattr(a, k) if getattr(a, k) is not None else tt_cfg.get(k, f.default)
+            for k, f in ReadOptions.__dataclass_fields__.items()
+        }
+    )
+    ds = a.dataset
+    is_file = Path(ds).exists() or Path(ds).suffix.lower() in SUFFIXES
+    if is_file:
+        sents, split = read_sentences(ds, opts), a.split if a.split != "auto" else "file"
+        slug = Path(ds).stem
+    else:
+        splits = load_hub(ds, a.dataset_config_name, opts.words_field, opts.labels_field)
+        split = (
+            pick_eval_split([s for s in splits if s != "train"], a.split)
+            if a.split == "auto"
+            else pick_eval_split(list(splits), a.split)
+        )
+        if split is None:
+            raise DataError(
+                f"no validation, dev or test split; available: {list(splits)}",
+                where=f"--dataset {ds}",
+                fix="choose one with --split, e.g. --split train",
+            )
+        sents = splits[split]
+        slug = f"{ds.replace(':', '-').replace('/', '_')}-{split}"
+    kept, empty = validate_split(split, sents)
+    if empty:
+        logger.warning("skipped %d empty sentence(s) in split '%s'", empty, split)
+    if a.max_samples:
+        kept = kept[: a.max_samples]
+    if not kept:
+        raise DataError(
+            f"no labelled sentences in split '{split}'", where=ds, fix="check the file and its format flags"
+        )
+    return kept, split, slug
+
+
+def evaluate_main(argv: Optional[list[str]] = None) -> int:
+    from .data import check_eval_labels
+    from .metrics import confusion, label_distribution
+    from .outputs import RUN_MARKER, atomic_write_json, atomic_write_text, epoch_table_text, write_epoch_outputs
+
+    p = argparse.ArgumentParser(
+        prog="tagtune evaluate",
+        description="Score a trained model on a labelled set: the training evaluation's metrics and files.",
+    )
+    _model_args(p)
+    p.add_argument(
+        "--dataset", required=True, help="labelled file (.json/.jsonl, .conllu, .conll/.txt/.tsv) or hub dataset id"
+    )
+    p.add_argument("--dataset_config_name", default=None, help="hub dataset configuration name")
+    p.add_argument(
+        "--split", default="auto", help="hub split: auto = validation/dev/valid/test, or a name such as train"
+    )
+    p.add_argument(
+        "--out", default=None, help="folder for the result files (default: <run dir>/eval/<dataset>-<split>)"
+    )
+    p.add_argument("--max_samples", type=int, default=None, help="score only the first N sentences")
+    for name, f in ReadOptions.__dataclass_fields__.items():
+        kind = int if f.type in ("int", int) else str
+        p.add_argument(f"--{name}", type=kind, default=None, help="as in training (default: the run's setting)")
+    a = p.parse_args(argv)
+
+    model_dir = find_model_dir(a.model)
+    tt_cfg = read_model_json(model_dir / CONFIG_FILE) if (model_dir / CONFIG_FILE).is_file() else {}
+    sents, split, slug = _load_labelled(a, tt_cfg)
+    labels_known = tt_cfg.get("labels")
+    if labels_known:  # fail on unseen labels before the model loads
+        check_eval_labels(labels_known, split, sents)
+    out = Path(a.out) if a.out else (model_dir.parent if model_dir.name == "model" else model_dir) / "eval" / slug
+    if (out / RUN_MARKER).exists():
+        raise CheckpointError(
+            "this folder holds a training run; its files would be overwritten",
+            where=str(out),
+            fix="choose another --out (the default is <run dir>/eval/<dataset>-<split>)",
+        )
+    tagger = _load_from_args(a)
+    check_eval_labels(tagger.labels, split, sents)
+    t0 = time.time()
+    ev = evaluate_sentences(tagger, [s.words for s in sents], [s.tags for s in sents])
+    secs = time.time() - t0
+    row = {**ev.metrics, "eval_time_s": secs}
+    flat_g = [t for s in ev.gold for t in s]
+    flat_p = [t for s in ev.pred for t in s]
+    write_epoch_outputs(str(out), [row])
+    atomic_write_text(out / PREDICTIONS_FILE, predictions_jsonl(ev.words, ev.gold, ev.pred))
+    atomic_write_json(
+        out / "eval_results.json",
+        {
+            "model": str(model_dir),
+            "dataset": a.dataset,
+            "split": split,
+            "eval_sentences": len(sents),
+            "eval_words": len(flat_g),
+            "labels": tagger.labels,
+            "device": str(tagger.device),
+            "final": {k: v for k, v in row.items() if k != "per_tag"},
+            "label_distribution": {"eval": label_distribution(ev.gold)},
+            "confusion_matrix": {"labels": tagger.labels, "matrix": confusion(flat_g, flat_p, tagger.labels).tolist()},
+        },
+    )
+    print(epoch_table_text([row]))
+    print(
+        f"tagtune evaluate: {len(flat_g)} words in {len(sents)} sentences of '{split}': accuracy {row['accuracy']:.4f}, "
+        f"macro F1 {row['macro_f1']:.4f}, eval loss {row['eval_loss']:.4f} -> {out}"
+    )
+    return 0
+
+
+def export_main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="tagtune export",
+        description="Write a plain transformers model (LoRA adapters merged into the base weights).",
+    )
+    p.add_argument("--model", required=True, help="run directory or its model/ folder")
+    p.add_argument(
+        "--merge", action="store_true", help="merge a LoRA adapter into its base model (peft merge_and_unload)"
+    )
+    p.add_argument("--out", required=True, help="new folder for the exported model")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds files")
+    p.add_argument("--base_model", default=None, help="base model of a LoRA adapter, if it moved since training")
+    a = p.parse_args(argv)
+
+    out = Path(a.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not a.overwrite:
+        raise CheckpointError(
+            "output folder is not empty", where=str(out), fix="choose a new --out, or pass --overwrite"
+        )
+    src = find_model_dir(a.model)
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise CheckpointError(
+            "--out is the model folder itself (or inside it)", where=str(out), fix="choose a new folder"
+        )
+    tagger = Tagger.load(src, device="cpu", base_model=a.base_model)
+    if tagger.is_adapter and not a.merge:
+        raise ConfigError(
+            "the model is a LoRA adapter; exporting a plain transformers model needs --merge",
+            where="--merge",
+            fix=f"tagtune export --model {a.model} --merge --out {a.out}",
+        )
+    if not tagger.is_adapter and a.merge:
+        print("tagtune export: the model is already a full model; nothing to merge, writing a copy", file=sys.stderr)
+    merged = tagger.merged()
+    # written beside the target and renamed into place: an interrupted export leaves no half model
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the model folder should not be
+    try:
+        merged.save(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    n = sum(p.numel() for p in merged.model.parameters())
+    print(
+        f"tagtune export: {'merged adapter + base' if tagger.is_adapter else 'full model'} ({n:,} parameters, "
+        f"{len(tagger.labels)} labels) -> {out}",
+        file=sys.stderr,
+    )
+    return 0
