@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -40,18 +40,103 @@ def load_base_model(path: str, labels: list[str], cfg: Any):
     )
 
 
-def lora_config(cfg: Any):
-    from peft import LoraConfig, TaskType
+PEFT_METHODS = ("lora", "ia3", "loha", "lokr")
+# peft's own default target lists, per method (None: peft knows no default for any model)
+_DEFAULT_TARGETS = {
+    "lora": "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING",
+    "ia3": "TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING",
+    "loha": "TRANSFORMERS_MODELS_TO_LOHA_TARGET_MODULES_MAPPING",
+    "lokr": "TRANSFORMERS_MODELS_TO_LOKR_TARGET_MODULES_MAPPING",
+}
+# peft's TOKEN_CLS task trains these heads in full (modules_to_save); they must not also be adapted
+HEAD_MODULES = ["classifier", "score"]
 
-    # TOKEN_CLS keeps the classifier trainable through modules_to_save.
-    return LoraConfig(
-        task_type=TaskType.TOKEN_CLS,
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target_modules,
-        inference_mode=False,
-    )
+
+@dataclass
+class AdapterSpec:
+    """The parameter-efficient method of a run, as the config's fields describe it."""
+
+    method: str  # one of PEFT_METHODS
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: Optional[list[str]]  # None = peft's default; ["all-linear"] = every linear but the head
+    use_dora: bool = False
+    use_rslora: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> AdapterSpec:
+        return cls(
+            method=cfg.peft_method,
+            r=cfg.lora_r,
+            alpha=cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules,
+            use_dora=cfg.use_dora,
+            use_rslora=cfg.use_rslora,
+        )
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Distinct last-name parts of the model's linear layers, the head excluded: what target modules can name."""
+    names = {
+        n.rsplit(".", 1)[-1]
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and not any(n == h or n.endswith("." + h) for h in HEAD_MODULES)
+    }
+    return sorted(names)
+
+
+def resolve_targets(model: torch.nn.Module, spec: AdapterSpec) -> tuple[Any, Optional[list[str]]]:
+    """(target_modules, exclude_modules) for peft; a clear error where peft has no default for this model."""
+    from peft.utils import constants
+
+    from .errors import ConfigError
+
+    targets = spec.target_modules
+    if targets and any(t in HEAD_MODULES for t in targets):
+        raise ConfigError(
+            f"the classifier is trained in full under {spec.method} and cannot also be a target",
+            where="config field 'lora_target_modules'",
+            fix="remove 'classifier' from the list",
+        )
+    if targets == ["all-linear"]:
+        # peft's "all-linear" would wrap the classifier too, which TOKEN_CLS then cannot also train in full
+        return "all-linear", list(HEAD_MODULES)
+    if targets:
+        return list(targets), None
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if getattr(constants, _DEFAULT_TARGETS[spec.method]).get(model_type) is None:
+        raise ConfigError(
+            f"peft has no default {spec.method} target modules for model type '{model_type}'",
+            where="config field 'lora_target_modules'",
+            fix=f"name some of this model's linear layers, e.g. --lora_target_modules "
+            f"{' '.join(linear_module_names(model))}, or use --lora_target_modules all-linear",
+        )
+    return None, None
+
+
+def adapter_config(model: torch.nn.Module, spec: AdapterSpec):
+    """The peft config of ``spec`` for ``model``; task type TOKEN_CLS keeps the classifier trainable."""
+    import peft
+
+    targets, exclude = resolve_targets(model, spec)
+    common = dict(task_type=peft.TaskType.TOKEN_CLS, target_modules=targets, exclude_modules=exclude)
+    if spec.method == "lora":
+        return peft.LoraConfig(
+            r=spec.r,
+            lora_alpha=spec.alpha,
+            lora_dropout=spec.dropout,
+            use_dora=spec.use_dora,
+            use_rslora=spec.use_rslora,
+            inference_mode=False,
+            **common,
+        )
+    if spec.method == "ia3":  # learned scaling vectors: no rank, no alpha
+        return peft.IA3Config(inference_mode=False, **common)
+    if spec.method == "loha":
+        return peft.LoHaConfig(r=spec.r, alpha=spec.alpha, module_dropout=spec.dropout, **common)
+    return peft.LoKrConfig(r=spec.r, alpha=spec.alpha, module_dropout=spec.dropout, **common)
 
 
 def apply_method(model: torch.nn.Module, cfg: Any) -> torch.nn.Module:
@@ -59,15 +144,7 @@ def apply_method(model: torch.nn.Module, cfg: Any) -> torch.nn.Module:
         return model
     from peft import get_peft_model
 
-    if cfg.lora_target_modules and "classifier" in cfg.lora_target_modules:
-        from .errors import ConfigError
-
-        raise ConfigError(
-            "the classifier is trained in full under LoRA and cannot also be a LoRA target",
-            where="config field 'lora_target_modules'",
-            fix="remove 'classifier' from the list",
-        )
-    return get_peft_model(model, lora_config(cfg))
+    return get_peft_model(model, adapter_config(model, AdapterSpec.from_config(cfg)))
 
 
 def build_model(cfg: Any, labels: list[str]) -> torch.nn.Module:
