@@ -301,14 +301,18 @@ class TrainConfig:
 
     @property
     def method_name(self) -> str:
-        """'full', or the adapter with its variant: 'lora', 'lora+dora', 'lora+rslora', 'ia3', ... (reports)."""
-        if self.method == "full":
-            return "full"
-        return self.peft_method + "".join(f"+{v}" for v in ("dora", "rslora") if getattr(self, f"use_{v}"))
+        return method_name(self.method, self.peft_method, self.use_dora, self.use_rslora)
 
     @property
     def model_short_name(self) -> str:
         return Path(self.model_name_or_path.rstrip("/")).name.replace("synthetic:", "synthetic-")
+
+
+def method_name(method: str, peft_method: str = "lora", use_dora: bool = False, use_rslora: bool = False) -> str:
+    """'full', or the adapter with its variant: 'lora', 'lora+dora', 'lora+rslora', 'ia3', ... (reports)."""
+    if method == "full":
+        return "full"
+    return peft_method + ("+dora" if use_dora else "") + ("+rslora" if use_rslora else "")
 
 
 C = TypeVar("C", bound=TrainConfig)
