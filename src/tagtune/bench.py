@@ -274,25 +274,14 @@ ABLATIONS = {  # name -> (TrainConfig overrides, what it switches off)
         {"group_by_length": False},
         "length grouping (random training batches, evaluation in file order)",
     ),
-    "foreach_adamw": ({}, "fused AdamW (foreach AdamW instead)"),
+    "foreach_adamw": ({"optim": "adamw_torch"}, "fused AdamW (foreach AdamW instead)"),
 }
 
 
 def run_tagtune(spec: BenchSpec, workdir: Path) -> dict[str, Any]:
-    import torch
-
     from . import train
 
     overrides = ABLATIONS[spec.ablation][0] if spec.ablation else {}
-    if spec.ablation == "foreach_adamw":
-        fused = train.make_optimizer
-
-        def make_optimizer(model, cfg, **kw):
-            opt = fused(model, cfg, **kw)
-            groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")} for g in opt.param_groups]
-            return torch.optim.AdamW(groups, foreach=True)
-
-        train.make_optimizer = make_optimizer
     res = train.run(_train_config(spec, workdir, **overrides))
     final = res["final"]
     return {

@@ -349,6 +349,10 @@ class StopSignal:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Put the previous handlers back (idempotent: the trainer's cleanup calls it on every exit)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

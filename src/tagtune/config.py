@@ -166,8 +166,19 @@ class TrainConfig:
         "bf16 needs a GPU of compute capability >= 8.0; fp16 is ignored on CPU (runs fp32, logged).",
         default=None,
     )
+    optim: Literal["adamw_torch_fused", "adamw_torch"] = _help(
+        "Optimizer implementation (the Trainer's names): torch AdamW fused (one kernel per parameter, fastest) "
+        "or foreach. fp16 loss scaling always uses foreach, so that skipped steps hold the schedule.",
+        default="adamw_torch_fused",
+    )
     torch_compile: bool = _help("Wrap the model in torch.compile (GPU; first steps are slower).", default=False)
     dataloader_num_workers: int = _help("Data-loader worker processes (GPU runs benefit; 0 on CPU).", default=0)
+
+    ddp_timeout: int = _help(
+        "Seconds a process waits in a collective (all-reduce, barrier, gather) before failing with an error, "
+        "so that a stuck or dead rank stops the run instead of hanging it.",
+        default=1800,
+    )
 
     # ---- evaluation / logging -------------------------------------------------------
     eval_every_epoch: bool = _help("Evaluate on the validation split at the end of each epoch.", default=True)
@@ -234,6 +245,7 @@ class TrainConfig:
             "lora_alpha",
             "logging_steps",
             "nonfinite_loss_patience",
+            "ddp_timeout",
         ):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")

@@ -278,7 +278,15 @@ def _tensorboard_final(
     writer.flush()
 
 
-def finish(accelerator: Any, tracker: Optional[str]) -> None:
-    # Always: besides closing trackers, end_training tears down the process group; leaving it
-    # to interpreter exit sometimes aborted DeepSpeed ranks after all outputs were written.
-    accelerator.end_training()
+def finish(accelerator: Any, tracker: Optional[str], exit_code: int = 0) -> None:
+    """Close the run's trackers once (main process; the others hold none). A run that stopped early is
+    marked so: W&B records the exit code (75 = preempted, marked as preempting so a resume continues it)."""
+    for t in list(getattr(accelerator, "trackers", [])):
+        if t.name == "wandb" and exit_code:
+            run = t.tracker
+            if exit_code == 75 and hasattr(run, "mark_preempting"):
+                run.mark_preempting()
+            run.finish(exit_code=exit_code)
+        else:
+            t.finish()
+    accelerator.trackers = []

@@ -203,16 +203,16 @@ def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
-    import tagtune.train as train
+    import tagtune.runtime as runtime
 
-    real = train.make_accelerator
+    real = runtime.make_accelerator
 
-    def with_loss_scaling(cfg, tracker):
-        acc = real(cfg, tracker)
+    def with_loss_scaling(**kwargs):
+        acc = real(**kwargs)
         acc.scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))
         return acc
 
-    monkeypatch.setattr(train, "make_accelerator", with_loss_scaling)
+    monkeypatch.setattr(runtime, "make_accelerator", with_loss_scaling)
     out = tmp_path / "run"
     # no clipping: under real fp16 Accelerate unscales before clipping, this emulation cannot
     results = _tiny_run(

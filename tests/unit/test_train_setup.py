@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from tagtune import ConfigError, TrainConfig
-from tagtune.train import make_optimizer, param_groups, resolve_precision
+from tagtune import ConfigError
+from tagtune.optim import make_optimizer, param_groups
+from tagtune.runtime import resolve_precision
 
 
 def fake_gpu(monkeypatch, capability, name):
@@ -62,9 +63,12 @@ def test_no_decay_on_bias_and_layernorm():
     assert "classifier.weight" in d and "bert.encoder.layer.0.attention.self.query.weight" in d
     assert len(d) + len(nd) == len(list(model.parameters()))
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
-    opt = make_optimizer(model, TrainConfig(dataset_name="synthetic:pos", learning_rate=3e-4))
+    adam = dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    opt = make_optimizer(model, lr=3e-4, **adam)
     assert opt.param_groups[0]["lr"] == 3e-4
     assert opt.defaults["fused"] and not opt.defaults["foreach"]
     # under fp16 loss scaling Accelerate must see skipped steps, which a fused AdamW hides
-    scaled = make_optimizer(model, TrainConfig(dataset_name="synthetic:pos"), loss_scaling=True)
+    scaled = make_optimizer(model, lr=3e-4, loss_scaling=True, **adam)
     assert scaled.defaults["foreach"] and not scaled.defaults["fused"]
+    foreach = make_optimizer(model, lr=3e-4, implementation="adamw_torch", **adam)
+    assert foreach.defaults["foreach"] and not foreach.defaults["fused"]

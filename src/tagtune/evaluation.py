@@ -1,0 +1,94 @@
+"""Evaluation of a model on a split: every word scored exactly once across processes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .features import Features
+from .metrics import compute_metrics
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    gold: list[list[str]]
+    pred: list[list[str]]
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask")
+
+
+def _gather_positions(accelerator: Any, model: torch.nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every scored position of the split from every process: rows (sentence, word, gold, predicted) and losses.
+
+    Every position stays on the device, flattened, until the split is done: no host sync, no
+    collective per batch (one pad + gather at the end). inference_mode, except under DeepSpeed, whose
+    ZeRO-3 hooks would re-gather weights as inference tensors that training cannot use.
+    """
+    from accelerate.utils import DistributedType
+
+    rows, losses = [], []
+    off = torch.no_grad() if accelerator.distributed_type == DistributedType.DEEPSPEED else torch.inference_mode()
+    with off:
+        for batch in loader:
+            logits = model(**{k: batch[k] for k in MODEL_INPUTS}).logits
+            word_ids = batch["word_ids"]
+            gold = torch.where(word_ids >= 0, batch["labels"], -100)
+            tok_loss = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), gold, ignore_index=-100, reduction="none"
+            )
+            sent = batch["sent_ids"][:, None].expand_as(word_ids)
+            rows.append(torch.stack([sent, word_ids, gold, logits.argmax(-1)], dim=-1).flatten(0, 1))
+            losses.append(tok_loss.flatten())
+        ints = torch.cat(rows) if rows else torch.zeros((0, 4), dtype=torch.long, device=accelerator.device)
+        tok_loss = torch.cat(losses) if losses else torch.zeros(0, device=accelerator.device)
+        if accelerator.num_processes > 1:
+            ints = accelerator.pad_across_processes(ints, dim=0, pad_index=-1)
+            tok_loss = accelerator.pad_across_processes(tok_loss, dim=0, pad_index=0.0)
+            ints, tok_loss = accelerator.gather((ints, tok_loss))
+        keep = ints[:, 1] >= 0
+        return ints[keep].cpu().numpy(), tok_loss[keep].float().cpu().numpy()
+
+
+def _unique_in_order(rows: np.ndarray) -> np.ndarray:
+    """Indices of the first row of each (sentence, word) key, in sentence then word order.
+
+    Keys are unique per split; a window repeated to even out the last batch across processes
+    comes back twice from the gather and is dropped here.
+    """
+    keys = rows[:, :2]
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return first[np.lexsort((keys[first, 1], keys[first, 0]))]
+
+
+def _sentences(sent_ids: np.ndarray, ids: np.ndarray, labels: list[str]) -> list[list[str]]:
+    out: list[list[str]] = []
+    last = -1
+    for sid, i in zip(sent_ids, ids):
+        if sid != last:
+            out.append([])
+            last = sid
+        out[-1].append(labels[i])
+    return out
+
+
+def evaluate(
+    accelerator: Any, model: torch.nn.Module, loader: Any, features: Features, labels: list[str]
+) -> EvalResult:
+    """One pass over the evaluation split; every word is scored exactly once across processes."""
+    model.eval()
+    rows, losses = _gather_positions(accelerator, model, loader)
+    model.train()
+    order = _unique_in_order(rows)
+    if len(order) != features.num_words:
+        raise RuntimeError(f"evaluation scored {len(order)} words but the split has {features.num_words}")
+    rows, losses = rows[order], losses[order]
+    gold = _sentences(rows[:, 0], rows[:, 2], labels)
+    pred = _sentences(rows[:, 0], rows[:, 3], labels)
+    metrics = compute_metrics(gold, pred)
+    metrics["eval_loss"] = float(losses.mean()) if len(losses) else float("nan")
+    return EvalResult(metrics, gold, pred)

@@ -1,0 +1,219 @@
+"""The process a run lives in: CPU threads, precision, the Accelerator and its process group, hang
+diagnostics, and the orderly shutdown at the end.
+
+One place decides precision (``resolve_precision``) and one the process-group backend
+(``make_accelerator``); only the trainer and checkpoint code use the Accelerator it returns.
+"""
+
+from __future__ import annotations
+
+import datetime
+import faulthandler
+import logging
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .errors import ConfigError
+
+logger = logging.getLogger("tagtune")
+
+# Seconds after which every thread's Python stack is dumped to stderr (repeatedly): set by the tests'
+# launch helper so that a hung launch shows where each process was, before it is killed.
+FAULTHANDLER_ENV = "TAGTUNE_FAULTHANDLER_TIMEOUT"
+
+
+# ----------------------------------------------------------------------------------------
+# CPU threads
+# ----------------------------------------------------------------------------------------
+
+
+def _launcher_environ_and_args() -> Optional[tuple[dict[str, str], list[str]]]:
+    """The environment and command line the user gave `accelerate launch`, read from /proc.
+
+    The workers only see what the launcher passed on, and `accelerate launch` writes
+    OMP_NUM_THREADS=1 into their environment whenever the user set neither OMP_NUM_THREADS nor
+    --num_cpu_threads_per_process; the launcher's own start-up environment and arguments still say
+    whether the user did. None when no `accelerate` launcher is among this process's ancestors.
+    """
+    pid = os.getppid()
+    for _ in range(4):  # worker <- accelerate launch, or worker <- torchrun agent (in accelerate) <- ...
+        if pid <= 1:
+            return None
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            if any("accelerate" in a for a in args[:3]):
+                raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+                return dict(kv.split("=", 1) for kv in raw if "=" in kv), args
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
+
+
+def configure_cpu_threads() -> tuple[int, str]:
+    """Use the cores available to each local process on CPU; an explicit user setting wins.
+
+    Returns (threads, why). On a GPU, or without `accelerate launch`, torch's own choice stands.
+    """
+    if torch.cuda.is_available():
+        return torch.get_num_threads(), "GPU run: torch default"
+    launcher = _launcher_environ_and_args()
+    if launcher is None:
+        return torch.get_num_threads(), "torch default (not under accelerate launch)"
+    env, args = launcher
+    if "OMP_NUM_THREADS" in env:
+        return torch.get_num_threads(), f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} set by the user"
+    if any(a.startswith("--num_cpu_threads_per_process") for a in args):
+        return torch.get_num_threads(), "--num_cpu_threads_per_process set by the user"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = max(1, len(os.sched_getaffinity(0)) // max(local, 1))
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # loader workers and other children inherit it
+    return threads, f"{len(os.sched_getaffinity(0))} cores / {local} local process(es) (accelerate launch set 1)"
+
+
+# ----------------------------------------------------------------------------------------
+# hang diagnostics
+# ----------------------------------------------------------------------------------------
+
+
+def enable_hang_diagnostics() -> None:
+    """SIGUSR1 dumps every thread's Python stack; TAGTUNE_FAULTHANDLER_TIMEOUT=S dumps them every S seconds."""
+    if not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+    try:
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True, chain=False)
+    except (ValueError, RuntimeError, AttributeError):  # not the main thread, or no SIGUSR1 (Windows)
+        pass
+    timeout = os.environ.get(FAULTHANDLER_ENV)
+    if timeout:
+        faulthandler.dump_traceback_later(float(timeout), repeat=True, file=sys.stderr)
+
+
+def disable_hang_diagnostics() -> None:
+    faulthandler.cancel_dump_traceback_later()
+
+
+# ----------------------------------------------------------------------------------------
+# precision and the Accelerator
+# ----------------------------------------------------------------------------------------
+
+
+def resolve_precision(requested: Optional[str]) -> str:
+    """fp16 on a GPU (loss scaling); bf16 only on compute capability >= 8.0; fp32 on CPU for fp16."""
+    mp = requested or os.environ.get("ACCELERATE_MIXED_PRECISION", "no") or "no"
+    if mp not in ("no", "fp16", "bf16"):
+        raise ConfigError(f"unsupported mixed precision '{mp}'", where="mixed_precision", fix="use no, fp16 or bf16")
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        if mp == "bf16" and major < 8:
+            raise ConfigError(
+                f"bf16 requested but {torch.cuda.get_device_name()} (compute capability {major}.{minor}) has no bf16 "
+                "hardware; torch may emulate it about 4x slower",
+                where="mixed_precision",
+                fix="use fp16 on this GPU (e.g. --mixed_precision fp16 or accelerate_configs/single_t4_fp16.yaml)",
+            )
+    elif mp == "fp16":
+        # Accelerate would keep saying fp16 while running fp32; say so and run fp32 explicitly.
+        logger.warning("fp16 needs a GPU; running in fp32 on CPU")
+        mp = "no"
+    return mp
+
+
+def launched() -> bool:
+    """Started by a launcher (accelerate launch, torchrun, deepspeed): it sets LOCAL_RANK."""
+    return "LOCAL_RANK" in os.environ
+
+
+def make_accelerator(
+    *,
+    mixed_precision: Optional[str],
+    gradient_accumulation_steps: int,
+    tracker: Optional[str],
+    output_dir: str,
+    timeout_s: int,
+) -> Any:
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedType
+    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+
+    # A stuck rank fails after timeout_s with a message instead of waiting forever in a collective.
+    pg_kwargs: dict[str, Any] = {"timeout": datetime.timedelta(seconds=timeout_s)}
+    if not torch.cuda.is_available() and launched():
+        # No NCCL on CPU: without gloo, DeepSpeed silently sees one process (see README, CPU).
+        pg_kwargs["backend"] = "gloo"
+    accelerator = Accelerator(
+        mixed_precision=resolve_precision(mixed_precision),
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=tracker,
+        project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=os.path.join(output_dir, "tb")),
+        # each global batch is split across processes: same data per step at any world size
+        # non_blocking: batches come from pinned memory on CUDA, so the copy overlaps the previous step
+        dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=torch.cuda.is_available()),
+        kwargs_handlers=[InitProcessGroupKwargs(**pg_kwargs)] if launched() else [],
+    )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # both happen on CPU: Accelerate sees 1 process, or 2 with distributed type NO (no gradient sync)
+    if world > 1 and (accelerator.num_processes != world or accelerator.distributed_type == DistributedType.NO):
+        raise ConfigError(
+            f"launched {world} processes but Accelerate sees {accelerator.num_processes} "
+            f"with distributed type {accelerator.distributed_type.value}: each would train alone",
+            where="launch command",
+            fix="on CPU set ACCELERATE_USE_CPU=1 for DDP (not with DeepSpeed); see README 'Scaling out'",
+        )
+    if (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        and accelerator.distributed_type != DistributedType.DEEPSPEED
+    ):
+        raise ConfigError(
+            "DeepSpeed was requested but Accelerate did not enable it (ACCELERATE_USE_CPU=1 drops it)",
+            where="launch environment",
+            fix="unset ACCELERATE_USE_CPU when launching with DeepSpeed",
+        )
+    return accelerator
+
+
+def topology(accelerator: Any) -> dict[str, Any]:
+    return {
+        "num_processes": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
+        "mixed_precision": accelerator.mixed_precision,
+        "device": str(accelerator.device),
+    }
+
+
+def peak_memory_bytes() -> dict[str, Any]:
+    if torch.cuda.is_available():
+        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated()), "peak_memory_kind": "cuda_max_allocated"}
+    rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return {"peak_memory_bytes": rss, "peak_memory_kind": "cpu_peak_rss"}
+
+
+def setup_logging(main: bool) -> None:
+    level = logging.INFO if main else logging.WARNING
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        level=level,
+        stream=sys.stdout,
+        force=False,
+    )
+    for name in ("tagtune", "tagtune.data", "tagtune.tracking"):
+        logging.getLogger(name).setLevel(level)
+
+
+# ----------------------------------------------------------------------------------------
+# shutdown
+# ----------------------------------------------------------------------------------------
+
+
+def shutdown(accelerator: Any) -> None:
+    """Tear down the process group (and what DeepSpeed keeps beside it) before interpreter exit."""
+    state = getattr(accelerator, "state", None)
+    if state is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        state.destroy_process_group()
