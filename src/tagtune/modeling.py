@@ -140,6 +140,8 @@ def resolve_targets(model: torch.nn.Module, spec: AdapterSpec) -> Optional[list[
         # spelled out here: peft's own "all-linear" would wrap the classifier too, which TOKEN_CLS
         # then cannot also train in full; the saved adapter config lists exactly what was adapted
         return linear_layers(model)
+    if targets:
+        return list(targets)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if getattr(constants, _DEFAULT_TARGETS[spec.method]).get(model_type) is None:
         raise ConfigError(
