@@ -529,7 +529,9 @@ class TrainingRecipe:
         cfg, acc, s = self.cfg, self.accelerator, self.state
         model_dir = Path(cfg.output_dir) / "model"
         if cfg.save_model:
-            save_model(acc, self.model, self.tokenizer, model_dir, cfg.to_dict(), self.corpus.labels)
+            # the resolved scheme, so `tagtune evaluate` and predict score and decode as training did
+            saved_cfg = {**cfg.to_dict(), "tagging_scheme": self.scheme}
+            save_model(acc, self.model, self.tokenizer, model_dir, saved_cfg, self.corpus.labels)
         acc.wait_for_everyone()
         results = self._results()
         if s.epochs and "accuracy" in s.epochs[-1]:
