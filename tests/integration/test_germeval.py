@@ -12,7 +12,7 @@ from conftest import SHARED, accelerate_launch, read_json
 
 GERMEVAL = SHARED / "data" / "germeval2014_ner"
 pytestmark = pytest.mark.skipif(not GERMEVAL.is_dir(), reason="needs ../shared/data/germeval2014_ner")
-ENTITY_F1_FLOOR = 0.05  # provisional until measured
+ENTITY_F1_FLOOR = 0.08  # measured 0.152 (P 0.247, R 0.110; 294 of 2,674 entities) at these settings
 
 
 def file_entities(path):
