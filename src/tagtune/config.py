@@ -80,6 +80,23 @@ class TrainConfig:
         "Keep only the first N training sentences (debugging, smoke runs).", default=None
     )
     max_eval_samples: Optional[int] = _help("Keep only the first N evaluation sentences.", default=None)
+    tagging_scheme: Literal["auto", "none", "IOB1", "IOB2", "IOBES", "BILOU"] = _help(
+        "How tags encode spans. 'none' = flat tags (POS): token accuracy is the primary metric. IOB1/IOB2/IOBES/BILOU "
+        "= spans (NER, chunking): entity-level F1 is primary (seqeval strict mode; IOB1 its default mode). "
+        "'auto' detects it from the training tags and logs what it found.",
+        default="auto",
+    )
+    unseen_eval_labels: Literal["error", "ignore", "as_o"] = _help(
+        "Evaluation tags the training split lacks: 'error' stops with each tag and its count; 'ignore' leaves "
+        "those words out of every score; 'as_o' trains/evaluates the loss with O in their place but scores the "
+        "real tag (a word error; its span a missed entity). The count of such words is in the results.",
+        default="error",
+    )
+    constrain_decoding: bool = _help(
+        "Span schemes: replace each sentence's per-word argmax by the best sequence the scheme allows "
+        "(Viterbi over the tag log-probabilities; no 'I-X' after 'O' or after 'B-Y').",
+        default=False,
+    )
 
     # ---- features -------------------------------------------------------------------
     max_length: Optional[int] = _help(
@@ -100,16 +117,29 @@ class TrainConfig:
     )
 
     # ---- method ---------------------------------------------------------------------
-    method: Literal["full", "lora"] = _help(
-        "'full' fine-tunes every weight; 'lora' trains LoRA adapters + the classifier.", default="full"
+    method: Literal["full", "lora", "peft"] = _help(
+        "'full' fine-tunes every weight; 'lora' trains LoRA adapters + the classifier; 'peft' trains the adapter "
+        "that --peft_method names + the classifier.",
+        default="full",
     )
-    lora_r: int = _help("LoRA rank.", default=8)
-    lora_alpha: int = _help("LoRA scaling alpha (effective scale = alpha / r).", default=16)
-    lora_dropout: float = _help("Dropout on the LoRA branch.", default=0.1)
+    peft_method: Literal["lora", "ia3", "loha", "lokr"] = _help(
+        "Adapter type under --method peft (peft's token-classification tuners): lora, ia3 (learned scaling "
+        "vectors), loha (Hadamard product of low-rank pairs), lokr (Kronecker product).",
+        default="lora",
+    )
+    lora_r: int = _help("Adapter rank (LoRA, LoHa, LoKr).", default=8)
+    lora_alpha: int = _help("Adapter scaling alpha (LoRA: effective scale = alpha / r).", default=16)
+    lora_dropout: float = _help("Dropout on the adapter branch (LoHa/LoKr: module dropout).", default=0.1)
     lora_target_modules: Optional[list[str]] = _help(
-        "Module names to adapt; empty = peft's default for the architecture (query, value for BERT/RoBERTa).",
+        "Module names to adapt; empty = peft's default for the architecture (query, value for BERT/RoBERTa); "
+        "'all-linear' = every linear layer but the classifier. Models peft has no default for (DistilBERT, "
+        "ModernBERT) need a list; the error names their linear layers.",
         default=None,
     )
+    use_dora: bool = _help(
+        "LoRA only: DoRA (weight-decomposed LoRA: a trained magnitude per output feature).", default=False
+    )
+    use_rslora: bool = _help("LoRA only: rank-stabilised scaling alpha / sqrt(r) instead of alpha / r.", default=False)
 
     # ---- optimisation ---------------------------------------------------------------
     learning_rate: float = _help("Peak AdamW learning rate.", default=5e-5)
@@ -261,6 +291,17 @@ class TrainConfig:
             )
         if self.lora_target_modules is not None and len(self.lora_target_modules) == 0:
             self.lora_target_modules = None
+        if self.lora_target_modules and "all-linear" in self.lora_target_modules and len(self.lora_target_modules) > 1:
+            bad("lora_target_modules", "'all-linear' stands alone; give it or a list of module names")
+        if self.method == "lora" and self.peft_method != "lora":
+            bad("peft_method", f"--method lora trains LoRA; use --method peft --peft_method {self.peft_method}")
+        if self.method == "full" and (self.peft_method != "lora" or self.use_dora or self.use_rslora):
+            bad("method", "peft_method/use_dora/use_rslora need --method lora or --method peft")
+        for name in ("use_dora", "use_rslora"):
+            if getattr(self, name) and self.peft_method != "lora":
+                bad(name, f"a LoRA option; peft_method is {self.peft_method}")
+        if self.constrain_decoding and self.tagging_scheme == "none":
+            bad("constrain_decoding", "flat tags (tagging_scheme none) have no span transitions to constrain")
         if self.resume_from_checkpoint is not None and not str(self.resume_from_checkpoint).strip():
             self.resume_from_checkpoint = None
         if self.output_dir is None:
@@ -271,8 +312,19 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @property
+    def method_name(self) -> str:
+        return method_name(self.method, self.peft_method, self.use_dora, self.use_rslora)
+
+    @property
     def model_short_name(self) -> str:
         return Path(self.model_name_or_path.rstrip("/")).name.replace("synthetic:", "synthetic-")
+
+
+def method_name(method: str, peft_method: str = "lora", use_dora: bool = False, use_rslora: bool = False) -> str:
+    """'full', or the adapter with its variant: 'lora', 'lora+dora', 'lora+rslora', 'ia3', ... (reports)."""
+    if method == "full":
+        return "full"
+    return peft_method + ("+dora" if use_dora else "") + ("+rslora" if use_rslora else "")
 
 
 C = TypeVar("C", bound=TrainConfig)

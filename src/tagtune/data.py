@@ -29,6 +29,15 @@ class Corpus:
     eval_split: Optional[str]
     labels: list[str]
     skipped_empty: dict[str, int] = field(default_factory=dict)
+    # the evaluation split's own tags when some are unseen in training (``eval`` then holds the
+    # tags the model can be given: see check_eval_labels); None when eval's tags are its own
+    eval_gold: Optional[list[list[str]]] = None
+    unseen_eval_words: int = 0
+
+    @property
+    def eval_gold_tags(self) -> list[list[str]]:
+        """The tags to score evaluation against: the split's own, unseen ones included."""
+        return self.eval_gold if self.eval_gold is not None else [s.tags for s in self.eval]
 
     def label_counts(self, split: str) -> Counter:
         sents = self.train if split == "train" else self.eval
@@ -139,17 +148,44 @@ def pick_eval_split(available: Iterable[str], eval_split: str) -> Optional[str]:
     return None
 
 
-def check_eval_labels(labels: list[str], split: str, sents: list[Sentence]) -> None:
+def check_eval_labels(labels: list[str], split: str, sents: list[Sentence], policy: str = "error") -> int:
+    """Words whose tag the training split lacks; ``policy`` 'error' stops on them, naming each tag and count.
+
+    Under 'ignore'/'as_o' the sentences are returned unchanged here; ``map_unseen`` gives the
+    model-side copy (an unseen tag cannot be a class id) and the metrics score the real tags.
+    """
     known = set(labels)
     unseen = Counter(t for s in sents for t in s.tags if t not in known)
-    if unseen:
+    if unseen and policy == "error":
         first = next(s for s in sents if any(t in unseen for t in s.tags))
         detail = ", ".join(f"'{t}' x{n}" for t, n in unseen.most_common())
         raise DataError(
             f"evaluation split '{split}' has label(s) never seen in training: {detail}",
             where=f"first at {first.where}",
-            fix="add training examples with these tags, or map them to training tags",
+            fix="add training examples with these tags, map them to training tags, or pass "
+            "--unseen_eval_labels ignore|as_o",
         )
+    if unseen:
+        logger.warning(
+            "evaluation split '%s': %d word(s) carry tags unseen in training (%s), scored under --unseen_eval_labels %s",
+            split,
+            sum(unseen.values()),
+            ", ".join(f"'{t}' x{n}" for t, n in unseen.most_common()),
+            policy,
+        )
+    return sum(unseen.values())
+
+
+def map_unseen(labels: list[str], sents: list[Sentence]) -> list[Sentence]:
+    """Copies whose unseen tags become 'O' (the model's target for them, e.g. for the evaluation loss)."""
+    known = set(labels)
+    if "O" not in known:
+        raise DataError(
+            "--unseen_eval_labels ignore/as_o maps unseen tags to 'O', but the training tags have no 'O'",
+            where="training split",
+            fix="use --unseen_eval_labels error and fix the evaluation tags",
+        )
+    return [Sentence(s.words, [t if t in known else "O" for t in s.tags], s.where) for s in sents]
 
 
 def build_corpus(splits: dict[str, list[Sentence]], cfg: Any, log: Optional[logging.Logger] = None) -> Corpus:
@@ -185,9 +221,19 @@ def build_corpus(splits: dict[str, list[Sentence]], cfg: Any, log: Optional[logg
             where=cfg.dataset_name or cfg.validation_file or cfg.test_file,
         )
     labels = sorted({t for s in train for t in s.tags})
-    if evals:
-        check_eval_labels(labels, eval_name, evals)
-    return Corpus(train=train, eval=evals, eval_split=eval_name, labels=labels, skipped_empty=skipped)
+    unseen = check_eval_labels(labels, eval_name, evals, cfg.unseen_eval_labels) if evals else 0
+    gold = [s.tags for s in evals] if unseen else None
+    if unseen:
+        evals = map_unseen(labels, evals)
+    return Corpus(
+        train=train,
+        eval=evals,
+        eval_split=eval_name,
+        labels=labels,
+        skipped_empty=skipped,
+        eval_gold=gold,
+        unseen_eval_words=unseen,
+    )
 
 
 def load_corpus(cfg: Any, log: Optional[logging.Logger] = None) -> Corpus:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from .features import Features
 from .metrics import compute_metrics
+
+
+@dataclass
+class Scoring:
+    """How predictions are decoded and scored: the run's tagging scheme, constrained decoding, and
+    the split's own gold tags (with tags unseen in training, which the label ids cannot hold)."""
+
+    scheme: str = "none"
+    constrain_decoding: bool = False
+    gold_tags: Optional[Sequence[Sequence[str]]] = None  # None: the gold label ids are the tags
+    unseen_eval_labels: str = "error"
 
 
 @dataclass
@@ -22,8 +34,11 @@ class EvalResult:
 MODEL_INPUTS = ("input_ids", "attention_mask")
 
 
-def _gather_positions(accelerator: Any, model: torch.nn.Module, loader: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Every scored position of the split from every process: rows (sentence, word, gold, predicted) and losses.
+def _gather_positions(
+    accelerator: Any, model: torch.nn.Module, loader: Any, log_probs: bool = False
+) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Every scored position of the split from every process: rows (sentence, word, gold, predicted), losses,
+    and (``log_probs``) each position's log-probabilities over the labels, for constrained decoding.
 
     Every position stays on the device, flattened, until the split is done: no host sync, no
     collective per batch (one pad + gather at the end). inference_mode, except under DeepSpeed, whose
@@ -31,7 +46,7 @@ def _gather_positions(accelerator: Any, model: torch.nn.Module, loader: Any) -> 
     """
     from accelerate.utils import DistributedType
 
-    rows, losses = [], []
+    rows, losses, lps = [], [], []
     off = torch.no_grad() if accelerator.distributed_type == DistributedType.DEEPSPEED else torch.inference_mode()
     with off:
         for batch in loader:
@@ -44,14 +59,20 @@ def _gather_positions(accelerator: Any, model: torch.nn.Module, loader: Any) -> 
             sent = batch["sent_ids"][:, None].expand_as(word_ids)
             rows.append(torch.stack([sent, word_ids, gold, logits.argmax(-1)], dim=-1).flatten(0, 1))
             losses.append(tok_loss.flatten())
+            if log_probs:
+                lps.append(torch.log_softmax(logits.float(), dim=-1).flatten(0, 1))
         ints = torch.cat(rows) if rows else torch.zeros((0, 4), dtype=torch.long, device=accelerator.device)
         tok_loss = torch.cat(losses) if losses else torch.zeros(0, device=accelerator.device)
+        lp = torch.cat(lps) if lps else None
         if accelerator.num_processes > 1:
             ints = accelerator.pad_across_processes(ints, dim=0, pad_index=-1)
             tok_loss = accelerator.pad_across_processes(tok_loss, dim=0, pad_index=0.0)
             ints, tok_loss = accelerator.gather((ints, tok_loss))
+            if lp is not None:
+                lp = accelerator.gather(accelerator.pad_across_processes(lp, dim=0, pad_index=0.0))
         keep = ints[:, 1] >= 0
-        return ints[keep].cpu().numpy(), tok_loss[keep].float().cpu().numpy()
+        lp_out = lp[keep].cpu().numpy() if lp is not None else None
+        return ints[keep].cpu().numpy(), tok_loss[keep].float().cpu().numpy(), lp_out
 
 
 def _unique_in_order(rows: np.ndarray) -> np.ndarray:
@@ -77,18 +98,43 @@ def _sentences(sent_ids: np.ndarray, ids: np.ndarray, labels: list[str]) -> list
 
 
 def evaluate(
-    accelerator: Any, model: torch.nn.Module, loader: Any, features: Features, labels: list[str]
+    accelerator: Any,
+    model: torch.nn.Module,
+    loader: Any,
+    features: Features,
+    labels: list[str],
+    scoring: Optional[Scoring] = None,
 ) -> EvalResult:
-    """One pass over the evaluation split; every word is scored exactly once across processes."""
+    """One pass over the evaluation split; every word is scored exactly once across processes.
+
+    With ``scoring.constrain_decoding`` the predictions are the best valid span sequences
+    (Viterbi, ``decoding.constrained_decode``); the argmax's entity F1 is kept beside them as
+    ``entity_f1_unconstrained``.
+    """
+    scoring = scoring or Scoring()
+    constrain = scoring.constrain_decoding and scoring.scheme != "none"
     model.eval()
-    rows, losses = _gather_positions(accelerator, model, loader)
+    rows, losses, lp = _gather_positions(accelerator, model, loader, log_probs=constrain)
     model.train()
     order = _unique_in_order(rows)
     if len(order) != features.num_words:
         raise RuntimeError(f"evaluation scored {len(order)} words but the split has {features.num_words}")
     rows, losses = rows[order], losses[order]
     gold = _sentences(rows[:, 0], rows[:, 2], labels)
+    if scoring.gold_tags is not None:  # the split's own tags, unseen ones included
+        gold = [list(g) for g in scoring.gold_tags]
     pred = _sentences(rows[:, 0], rows[:, 3], labels)
-    metrics = compute_metrics(gold, pred)
+    kw = dict(scheme=scoring.scheme, known_labels=labels, unseen_eval_labels=scoring.unseen_eval_labels)
+    extra: dict[str, Any] = {}
+    if constrain:
+        from .decoding import constrained_decode
+
+        argmax = compute_metrics(gold, pred, **kw)
+        extra = {f"{k}_unconstrained": argmax[k] for k in ("entity_f1", "entity_precision", "entity_recall")}
+        cut = np.flatnonzero(np.diff(rows[:, 0])) + 1
+        pred = constrained_decode(np.split(lp[order], cut), labels, scoring.scheme, logits=False)
+    metrics = compute_metrics(gold, pred, **kw)
+    metrics.update(extra)
+    metrics["constrained_decoding"] = constrain
     metrics["eval_loss"] = float(losses.mean()) if len(losses) else float("nan")
     return EvalResult(metrics, gold, pred)

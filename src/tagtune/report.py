@@ -24,16 +24,17 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .config import method_name
 from .errors import DataError
 from .outputs import (
-    EPOCH_COLUMNS,
     PER_TAG_HEADER,
-    TABLE_NOTE,
     atomic_write_text,
     csv_text,
+    epoch_columns,
     epoch_rows,
     markdown_table,
     per_tag_rows,
+    table_note,
 )
 
 # ----------------------------------------------------------------------------------------
@@ -56,7 +57,14 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(self.results.get("method") or self.config.get("method") or "?")
+        """'full', 'lora', 'lora+dora', 'ia3', ...: the adapter a run trained, from its config."""
+        c = self.config
+        base = str(self.results.get("method") or c.get("method") or "?")
+        if base in ("lora", "peft"):
+            return method_name(
+                base, c.get("peft_method", "lora"), c.get("use_dora", False), c.get("use_rslora", False)
+            )
+        return base
 
     @property
     def family(self) -> str:
@@ -355,6 +363,9 @@ COMPARISON_HEADER = [
     "Run",
     "Model",
     "Method",
+    "Primary metric",
+    "Best primary (epoch)",
+    "Final primary",
     "Best accuracy (epoch)",
     "Final accuracy",
     "Best macro-F1 (epoch)",
@@ -371,10 +382,14 @@ def comparison_row(run: Run) -> list[str]:
     r = run.results
     ba, bae = _best(run, "accuracy")
     bm, bme = _best(run, "macro_f1")
+    bp, bpe = _best(run, primary_name(run))
     return [
         run.label,
         short_name(run.model),
         run.method,
+        primary_name(run),
+        f"{_f(bp)} ({bpe})" if bp is not None else "",
+        _f(_final(run, primary_name(run))),
         f"{_f(ba)} ({bae})" if ba is not None else "",
         _f(_final(run, "accuracy")),
         f"{_f(bm)} ({bme})" if bm is not None else "",
@@ -387,8 +402,15 @@ def comparison_row(run: Run) -> list[str]:
     ]
 
 
+def primary_name(run: Run) -> str:
+    """The metric the run is judged by (entity_f1 for NER/chunking, accuracy for POS; older runs: accuracy)."""
+    ev = run.evaluated
+    return str(ev[-1].get("primary_metric", "accuracy")) if ev else ""
+
+
 DELTA_HEADER = [
     "Comparison",
+    "Δ final primary",
     "Δ final accuracy",
     "Δ final macro-F1",
     "Δ final seqeval F1*",
@@ -423,8 +445,10 @@ def delta_pairs(runs: Sequence[Run]) -> list[tuple[str, Run, Run]]:
 
 
 def delta_row(name: str, a: Run, b: Run) -> list[str]:
+    same = primary_name(a) == primary_name(b)
     return [
         name,
+        _d(_final(a, primary_name(a)), _final(b, primary_name(b))) if same else "",
         _d(_final(a, "accuracy"), _final(b, "accuracy")),
         _d(_final(a, "macro_f1"), _final(b, "macro_f1")),
         _d(_final(a, "seqeval_f1"), _final(b, "seqeval_f1")),
@@ -533,8 +557,8 @@ def build_report(runs: Sequence[Run], out: str | os.PathLike) -> Path:
     for r in runs:
         s = slug(r.label)
         md += [f"### {r.label}", "", f"`{r.model}`, method `{r.method}`; {_topology(r)}; run directory `{r.dir}`.", ""]
-        md.append(_table([h for h, _ in EPOCH_COLUMNS], epoch_rows(r.epochs)))
-        md += ["", TABLE_NOTE, ""]
+        md.append(_table([h for h, _ in epoch_columns(r.epochs)], epoch_rows(r.epochs)))
+        md += ["", table_note(r.epochs), ""]
         loss_png = save_png(loss_figure(r.history, r.epochs, f"{r.label}: loss"), out / f"loss_{s}.png")
         md += [f"![loss curve of {r.label}]({loss_png.name})", ""]
         cm = r.results.get("confusion_matrix")

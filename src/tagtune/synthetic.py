@@ -1,5 +1,7 @@
-"""Offline material the project makes itself: tagged sentences from a small grammar, and tiny
-random-init BERT/RoBERTa models with locally trained tokenizers.
+"""Offline material the project makes itself: tagged sentences from a small grammar (POS tags,
+or IOB2 named entities), and tiny random-init encoders with locally trained tokenizers:
+BERT, DistilBERT, ELECTRA (WordPiece), RoBERTa, ModernBERT (byte-level BPE), XLM-RoBERTa,
+DeBERTa-v2/v3 (sentencepiece-style Unigram with Metaspace, built with the tokenizers library).
 
 Used by ``recipes/smoke.py`` and the tests, so every code path runs with no network. The
 grammar has ambiguous words ("can", "run", "books", "light") whose tag depends on context, so
@@ -66,12 +68,37 @@ def _sentence(rng: random.Random) -> tuple[list[str], list[str]]:
     return words, tags
 
 
+# entities that replace the grammar's proper nouns in synthetic:ner (one or two words each)
+ENTITIES: dict[str, list[str]] = {
+    "PER": ["John", "Mary", "Alice", "Mary Ann", "John Smith"],
+    "LOC": ["London", "Paris", "Zürich", "New York", "Rio de Janeiro"],
+    "ORG": ["Acme", "Globex Corp", "United Nations"],
+}
+
+
+def _ner_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
+    """A grammar sentence whose proper nouns are PER/LOC/ORG entities, tagged IOB2; every other word is O."""
+    words, pos = _sentence(rng)
+    out_w, out_t = [], []
+    for w, t in zip(words, pos):
+        if t != "NNP":
+            out_w.append(w)
+            out_t.append("O")
+            continue
+        typ = rng.choice(sorted(ENTITIES))
+        parts = rng.choice(ENTITIES[typ]).split()
+        out_w.extend(parts)
+        out_t.extend([f"B-{typ}"] + [f"I-{typ}"] * (len(parts) - 1))
+    return out_w, out_t
+
+
 def generate_splits(name: str = "pos", seed: int = 1234) -> dict[str, list[tuple[list[str], list[str]]]]:
-    """Deterministic train/validation/test splits of generated (words, tags) pairs."""
-    if name != "pos":
-        raise ValueError(f"unknown synthetic dataset 'synthetic:{name}'; available: synthetic:pos")
+    """Deterministic train/validation/test splits of generated (words, tags) pairs: 'pos' or 'ner' (IOB2)."""
+    make = {"pos": _sentence, "ner": _ner_sentence}.get(name)
+    if make is None:
+        raise ValueError(f"unknown synthetic dataset 'synthetic:{name}'; available: synthetic:pos, synthetic:ner")
     rng = random.Random(seed)
-    return {split: [_sentence(rng) for _ in range(n)] for split, n in SPLIT_SIZES.items()}
+    return {split: [make(rng) for _ in range(n)] for split, n in SPLIT_SIZES.items()}
 
 
 def _corpus_text() -> list[str]:
@@ -79,64 +106,165 @@ def _corpus_text() -> list[str]:
     return [" ".join(w) for w, _ in sents] + [" ".join(ws) for ws in LEXICON.values()]
 
 
-def build_tokenizer(arch: str):
-    """A fast tokenizer trained on the synthetic corpus: WordPiece (bert) or byte-level BPE (roberta)."""
+ARCHS = ("bert", "roberta", "distilbert", "electra", "deberta-v2", "deberta-v3", "xlm-roberta", "modernbert")
+WORDPIECE = ("bert", "distilbert", "electra")
+UNIGRAM = ("deberta-v2", "deberta-v3", "xlm-roberta")  # sentencepiece models
+
+
+def _wordpiece(text: list[str]):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-    text = _corpus_text()
-    if arch == "bert":
-        from transformers import BertTokenizerFast
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    # a small vocabulary so that longer words split into several sub-tokens
+    tok.train_from_iterator(text, trainers.WordPieceTrainer(vocab_size=160, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.decoder = decoders.WordPiece()
+    return tok
 
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=False)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        # a small vocabulary so that longer words split into several sub-tokens
-        tok.train_from_iterator(text, trainers.WordPieceTrainer(vocab_size=160, special_tokens=specials))
-        cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B [SEP]",
-            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-        )
-        tok.decoder = decoders.WordPiece()
-        return BertTokenizerFast(tokenizer_object=tok, do_lower_case=False, model_max_length=128)
-    if arch == "roberta":
-        from transformers import RobertaTokenizerFast
 
+def _unigram(text: list[str], specials: list[str], bos: str, eos: str):
+    """A sentencepiece-style Unigram model (Metaspace '▁' word marker), as XLM-R and DeBERTa-v3 use."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    unk = "<unk>" if "<unk>" in specials else "[UNK]"
+    tok.train_from_iterator(text, trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token=unk))
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}" if bos == "<s>" else f"{bos} $A {eos} $B {eos}",
+        special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))],
+    )
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return tok
+
+
+def build_tokenizer(arch: str):
+    """A fast tokenizer trained on the synthetic corpus, of the kind the architecture ships with."""
+    import transformers as tf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    text = _corpus_text()  # unchanged since v1: a cached synthetic:bert equals a fresh one
+    if arch in WORDPIECE:
+        cls = {
+            "bert": tf.BertTokenizerFast,
+            "distilbert": tf.DistilBertTokenizerFast,
+            "electra": tf.ElectraTokenizerFast,
+        }
+        return cls[arch](tokenizer_object=_wordpiece(text), do_lower_case=False, model_max_length=128)
+    if arch == "xlm-roberta":
+        tok = _unigram(text, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<s>", "</s>")
+        return tf.XLMRobertaTokenizerFast(tokenizer_object=tok, model_max_length=128)
+    if arch in ("deberta-v2", "deberta-v3"):
+        tok = _unigram(text, ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"], "[CLS]", "[SEP]")
+        return tf.DebertaV2TokenizerFast(tokenizer_object=tok, do_lower_case=False, model_max_length=128)
+    if arch in ("roberta", "modernbert"):
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        specials = (
+            ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+            if arch == "roberta"
+            else ["[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"]
+        )
         tok.train_from_iterator(
             text,
             trainers.BpeTrainer(
                 vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
             ),
         )
-        tok.post_processor = processors.RobertaProcessing(
-            ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=True
-        )
         tok.decoder = decoders.ByteLevel()
-        return RobertaTokenizerFast(tokenizer_object=tok, add_prefix_space=True, model_max_length=128)
-    raise ValueError(f"unknown synthetic architecture '{arch}'; use synthetic:bert or synthetic:roberta")
+        if arch == "roberta":
+            tok.post_processor = processors.RobertaProcessing(
+                ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=True
+            )
+            return tf.RobertaTokenizerFast(tokenizer_object=tok, add_prefix_space=True, model_max_length=128)
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+        )
+        # ModernBERT ships a generic fast tokenizer (byte-level BPE with BERT-style specials)
+        return tf.PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            mask_token="[MASK]",
+            add_prefix_space=True,
+            model_max_length=128,
+        )
+    raise ValueError(f"unknown synthetic architecture '{arch}'; choose one of {', '.join(ARCHS)}")
 
 
-def build_model_config(arch: str, vocab_size: int, pad_token_id: int):
-    from transformers import BertConfig, RobertaConfig
+def build_model_config(arch: str, vocab_size: int, pad_token_id: int, tok=None):
+    import transformers as tf
 
-    common = dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        pad_token_id=pad_token_id,
-    )
+    size = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+    drop = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    common = dict(vocab_size=vocab_size, pad_token_id=pad_token_id)
     if arch == "bert":
-        return BertConfig(max_position_embeddings=128, **common)
-    return RobertaConfig(max_position_embeddings=130, type_vocab_size=1, **common)
+        return tf.BertConfig(max_position_embeddings=128, **size, **drop, **common)
+    if arch in ("roberta", "xlm-roberta"):
+        cls = tf.RobertaConfig if arch == "roberta" else tf.XLMRobertaConfig
+        return cls(max_position_embeddings=130, type_vocab_size=1, **size, **drop, **common)
+    if arch == "distilbert":
+        return tf.DistilBertConfig(
+            dim=64,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=128,
+            max_position_embeddings=128,
+            dropout=0.0,
+            attention_dropout=0.0,
+            **common,
+        )
+    if arch == "electra":
+        return tf.ElectraConfig(embedding_size=32, max_position_embeddings=128, **size, **drop, **common)
+    if arch in ("deberta-v2", "deberta-v3"):
+        # v3 = the v2 architecture with shared attention keys, log buckets and no convolution layer
+        extra = (
+            dict(conv_kernel_size=3, position_buckets=-1, share_att_key=False)
+            if arch == "deberta-v2"
+            else dict(position_buckets=32, share_att_key=True, norm_rel_ebd="layer_norm")
+        )
+        return tf.DebertaV2Config(
+            max_position_embeddings=128,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            type_vocab_size=0,
+            max_relative_positions=-1,
+            **extra,
+            **size,
+            **drop,
+            **common,
+        )
+    if arch == "modernbert":
+        return tf.ModernBertConfig(
+            max_position_embeddings=128,
+            global_attn_every_n_layers=2,
+            local_attention=16,
+            embedding_dropout=0.0,
+            mlp_dropout=0.0,
+            attention_dropout=0.0,
+            cls_token_id=tok.cls_token_id,
+            sep_token_id=tok.sep_token_id,
+            bos_token_id=tok.cls_token_id,
+            eos_token_id=tok.sep_token_id,
+            **size,
+            **common,
+        )
+    raise ValueError(f"unknown synthetic architecture '{arch}'")
 
 
 def cache_root() -> Path:
@@ -153,8 +281,10 @@ def synthetic_model_path(name: str) -> str:
     from transformers import AutoModelForMaskedLM
 
     arch = name.split(":", 1)[1]
-    if arch not in ("bert", "roberta"):
-        raise ValueError(f"unknown synthetic model '{name}'; use synthetic:bert or synthetic:roberta")
+    if arch not in ARCHS:
+        raise ValueError(
+            f"unknown synthetic model '{name}'; choose one of {', '.join('synthetic:' + a for a in ARCHS)}"
+        )
     target = cache_root() / f"synthetic-{arch}-v1"
     if (target / "config.json").is_file():
         return str(target)
@@ -162,7 +292,7 @@ def synthetic_model_path(name: str) -> str:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         tok = build_tokenizer(arch)
-        config = build_model_config(arch, len(tok), tok.pad_token_id)
+        config = build_model_config(arch, len(tok), tok.pad_token_id, tok)
         torch.manual_seed(0)
         AutoModelForMaskedLM.from_config(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -124,8 +124,16 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def log(accelerator: Any, tracker: Optional[str], values: dict[str, Any], step: int) -> None:
+    """Numbers only: names (primary_metric, tagging_scheme) and per-type tables go to the summary and files."""
     if tracker is not None:
-        accelerator.log({RENAME.get(k, k): v for k, v in values.items()}, step=step)
+        accelerator.log(
+            {
+                RENAME.get(k, k): v
+                for k, v in values.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            },
+            step=step,
+        )
 
 
 def summary(accelerator: Any, tracker: Optional[str], values: dict[str, Any]) -> None:
@@ -158,7 +166,17 @@ SUMMARY_KEYS = (
     "mixed_precision",
     "global_steps",
 )
-FINAL_METRICS = ("accuracy", "macro_f1", "weighted_f1", "seqeval_f1", "eval_loss")
+FINAL_METRICS = (
+    "primary",  # the task's own metric (accuracy for POS, entity F1 for NER/chunking): named by primary_metric
+    "accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "seqeval_f1",
+    "entity_f1",
+    "entity_precision",
+    "entity_recall",
+    "eval_loss",
+)
 
 
 def run_summary(results: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -168,6 +186,8 @@ def run_summary(results: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[s
     if times:
         out["time_per_epoch_s"] = sum(times) / len(times)
     evaluated = [e for e in epochs if e.get("accuracy") is not None]
+    if evaluated and evaluated[-1].get("primary_metric"):
+        out["primary_metric"] = evaluated[-1]["primary_metric"]
     for key in FINAL_METRICS:
         vals = [e for e in evaluated if e.get(key) is not None]
         if not vals:
@@ -202,10 +222,11 @@ def log_final(accelerator: Any, tracker: Optional[str], results: dict[str, Any],
 
 
 def _epoch_table_rows(epochs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    from .outputs import EPOCH_COLUMNS
+    from .outputs import epoch_columns
 
-    header = [h for h, _ in EPOCH_COLUMNS] + ["Time (s)"]
-    return header, [[e.get(k) for _, k in EPOCH_COLUMNS] + [e.get("epoch_time_s")] for e in epochs]
+    columns = epoch_columns(epochs)
+    header = [h for h, _ in columns] + ["Time (s)"]
+    return header, [[e.get(k) for _, k in columns] + [e.get("epoch_time_s")] for e in epochs]
 
 
 def _wandb_final(

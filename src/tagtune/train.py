@@ -28,9 +28,9 @@ from . import optim, runtime, tracking
 from .config import TrainConfig
 from .data import Corpus, load_corpus
 from .errors import TagtuneError
-from .evaluation import MODEL_INPUTS, EvalResult, evaluate
+from .evaluation import MODEL_INPUTS, EvalResult, Scoring, evaluate
 from .features import Collator, FeatureDataset, Features, LengthGroupedBatchSampler, build_features, load_tokenizer
-from .metrics import confusion, label_distribution
+from .metrics import confusion, label_distribution, primary_metric
 from .modeling import ParamCounts, build_model, count_parameters, resolve_model_path
 from .outputs import (
     RUN_MARKER,
@@ -45,6 +45,7 @@ from .outputs import (
 )
 from .rank_report import write_rank_report
 from .saving import save_model
+from .schemes import resolve_scheme
 
 logger = logging.getLogger("tagtune")
 
@@ -183,6 +184,11 @@ class TrainingRecipe:
         logger.info(
             "data: %d train / %d %s sentences, %d labels", len(c.train), len(c.eval), c.eval_split, len(c.labels)
         )
+        self.scheme, why = resolve_scheme(cfg.tagging_scheme, [s.tags for s in c.train])
+        logger.info("tagging scheme: %s (%s); primary metric: %s", self.scheme, why, primary_metric(self.scheme))
+        if cfg.constrain_decoding and self.scheme == "none":
+            logger.warning("--constrain_decoding has no effect on flat tags (tagging scheme none)")
+        self.scoring = Scoring(self.scheme, cfg.constrain_decoding, c.eval_gold, cfg.unseen_eval_labels)
         self.tokenizer = load_tokenizer(tokenizer_path, cfg.trust_remote_code)
         kw = dict(max_length=cfg.max_length, stride=cfg.stride, label_all_subtokens=cfg.label_all_subtokens)
         self.train_f = build_features(
@@ -211,7 +217,7 @@ class TrainingRecipe:
         set_seed(cfg.seed)
         self.model = build_model(cfg, self.corpus.labels)
         self.counts: ParamCounts = count_parameters(self.model)
-        logger.info("%s (%s)", self.counts.line(), cfg.method)
+        logger.info("%s (%s)", self.counts.line(), cfg.method_name)
         if cfg.torch_compile:
             self.model = torch.compile(self.model)
 
@@ -252,7 +258,7 @@ class TrainingRecipe:
         return {
             "labels": self.corpus.labels,
             "model_name_or_path": cfg.model_name_or_path,
-            "method": cfg.method,
+            "method": cfg.method_name,
             "lora": [cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules] if cfg.method == "lora" else None,
             "world_size": n,
             "distributed_type": acc.distributed_type.value,
@@ -451,16 +457,19 @@ class TrainingRecipe:
         if cfg.eval_every_epoch and self.corpus.eval:
             row.update(self._evaluate())
             logger.info(
-                "epoch %d: train loss %.4f, eval loss %.4f, accuracy %.4f, macro F1 %.4f, "
+                "epoch %d: train loss %.4f, eval loss %.4f, %s %.4f (primary), accuracy %.4f, macro F1 %.4f, "
                 "seqeval F1 (report-compatible) %.4f",
                 epoch + 1,
                 row["train_loss"],
                 row["eval_loss"],
+                row["primary_metric"],
+                row["primary"],
                 row["accuracy"],
                 row["macro_f1"],
                 row["seqeval_f1"],
             )
-            logged = {f"eval/{k}": v for k, v in row.items() if k not in ("per_tag", "step", "epoch")}
+            skip = ("per_tag", "per_entity", "step", "epoch")
+            logged = {f"eval/{k}": v for k, v in row.items() if k not in skip}
             tracking.log(acc, self.tracker, logged, s.global_step)
         s.epochs.append(row)
         if acc.is_main_process:
@@ -473,7 +482,9 @@ class TrainingRecipe:
 
     def _evaluate(self) -> dict[str, Any]:
         t = time.time()
-        self.state.last_eval = evaluate(self.accelerator, self.model, self.eval_dl, self.eval_f, self.corpus.labels)
+        self.state.last_eval = evaluate(
+            self.accelerator, self.model, self.eval_dl, self.eval_f, self.corpus.labels, self.scoring
+        )
         return {**self.state.last_eval.metrics, "eval_time_s": time.time() - t}
 
     def _save_checkpoint(self, epoch: int, batches: int) -> None:
@@ -523,7 +534,9 @@ class TrainingRecipe:
         cfg, acc, s = self.cfg, self.accelerator, self.state
         model_dir = Path(cfg.output_dir) / "model"
         if cfg.save_model:
-            save_model(acc, self.model, self.tokenizer, model_dir, cfg.to_dict(), self.corpus.labels)
+            # the resolved scheme, so `tagtune evaluate` and predict score and decode as training did
+            saved_cfg = {**cfg.to_dict(), "tagging_scheme": self.scheme}
+            save_model(acc, self.model, self.tokenizer, model_dir, saved_cfg, self.corpus.labels)
         acc.wait_for_everyone()
         results = self._results()
         if s.epochs and "accuracy" in s.epochs[-1]:
@@ -550,7 +563,10 @@ class TrainingRecipe:
         return {
             "recipe": cfg.recipe,
             "model": cfg.model_name_or_path,
-            "method": cfg.method,
+            "method": cfg.method_name,
+            "tagging_scheme": self.scheme,
+            "primary_metric": primary_metric(self.scheme),
+            "unseen_eval_words": c.unseen_eval_words,
             **self.topology,
             **self.counts.as_dict(),
             **runtime.peak_memory_bytes(),

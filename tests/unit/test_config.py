@@ -112,7 +112,7 @@ def test_help_explains_every_field_of_a_recipe():
         assert f"--{f.name}" in out
     # re-declared fields keep the base help text and choices
     assert "'full' fine-tunes every weight" in flat
-    assert "{full,lora}" in out
+    assert "{full,lora,peft}" in out
 
 
 def test_cli_error_is_one_line_not_a_traceback():

@@ -23,6 +23,7 @@ def cfg(**kw):
         max_train_samples=None,
         max_eval_samples=None,
         eval_every_epoch=True,
+        unseen_eval_labels="error",
         dataset_name=None,
         dataset_config_name=None,
         train_file=None,
