@@ -220,7 +220,8 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     )
     print(epoch_table_text([row]))
     print(
-        f"tagtune evaluate: {len(flat_g)} words in {len(sents)} sentences of '{split}': accuracy {row['accuracy']:.4f}, "
+        f"tagtune evaluate: {len(flat_g)} words in {len(sents)} sentences of '{split}': "
+        f"{row['primary_metric']} (primary) {row['primary']:.4f}, accuracy {row['accuracy']:.4f}, "
         f"macro F1 {row['macro_f1']:.4f}, eval loss {row['eval_loss']:.4f} -> {out}"
     )
     return 0

@@ -186,9 +186,13 @@ class Tagger:
                     warnings.simplefilter("ignore", FutureWarning)
                     model = PeftModel.from_pretrained(model, str(model_dir))
             else:
+                from .modeling import attention_for
+
                 with _quiet_transformers():
                     model = AutoModelForTokenClassification.from_pretrained(
-                        str(model_dir), trust_remote_code=remote, attn_implementation=attn
+                        str(model_dir),
+                        trust_remote_code=remote,
+                        attn_implementation=attention_for(str(model_dir), attn, remote),  # DeBERTa: eager
                     )
                 id2label = model.config.id2label
                 labels = [id2label[i] for i in range(len(id2label))]
@@ -376,7 +380,8 @@ def evaluate_sentences(tagger: Tagger, words: list[list[str]], gold: list[list[s
     l2i = tagger.label2id
     run = tagger._run(words, [[l2i[t] for t in g] for g in gold])
     pred = [[tagger.labels[i] for i in p] for p in run.pred]
-    metrics = compute_metrics(gold, pred)
+    # the run's tagging scheme (entity F1 primary for span tags), as the training evaluation scored it
+    metrics = compute_metrics(gold, pred, scheme=tagger.train_config.get("tagging_scheme"))
     nll = np.concatenate(run.nll) if run.nll else np.zeros(0)
     metrics["eval_loss"] = float(nll.mean()) if len(nll) else float("nan")
     return Evaluation(metrics, words, gold, pred)
