@@ -550,6 +550,7 @@ class TrainingRecipe:
             **self.topology,
             **self.counts.as_dict(),
             **runtime.peak_memory_bytes(),
+            "cpu_threads": torch.get_num_threads(),
             "wall_time_s": time.time() - self.t_start,
             "epoch_times_s": s.epoch_times,
             "train_sentences": len(c.train),
