@@ -98,6 +98,11 @@ class TrainConfig:
     group_by_length: bool = _help(
         "Batch sentences of similar length together (still shuffled) to cut padding.", default=True
     )
+    cache_features: bool = _help(
+        "Keep tokenised features under $TAGTUNE_CACHE/features (default ~/.cache/tagtune), keyed by the data, "
+        "the tokenizer and the feature settings: reruns, resumes and every rank of a launch tokenise once.",
+        default=True,
+    )
 
     # ---- method ---------------------------------------------------------------------
     method: Literal["full", "lora"] = _help(
