@@ -288,7 +288,10 @@ def feature_cache_key(
 
     h = hashlib.sha256()
     h.update(CACHE_VERSION.encode())
-    h.update(tokenizer.backend_tokenizer.to_str().encode())
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    for state in ("truncation", "padding"):  # set on the backend by whatever call came last: not identity
+        backend.pop(state, None)
+    h.update(json.dumps(backend, sort_keys=True).encode())
     h.update(json.dumps([special_tokens(tokenizer), settings, label2id], sort_keys=True, default=str).encode())
     for i, words in enumerate(sentences):  # streamed: no second copy of the corpus
         h.update("\x1f".join(words).encode())

@@ -35,9 +35,13 @@ def test_hit_equals_build_and_nothing_temporary_is_left(tmp_path, tok, monkeypat
     assert [p.name.startswith(".") for p in tmp_path.iterdir()] == [False]  # one entry, no temp folder
 
 
-def test_key_follows_data_tokenizer_and_settings(tok, synthetic_roberta):
+def test_key_follows_data_tokenizer_and_settings(tok, synthetic_bert, synthetic_roberta):
     s = {"max_length": None, "stride": 32, "label_all_subtokens": False}
     base = feature_cache_key(SENTS, TAGS, tok, L2I, s)
+    fresh = load_tokenizer(synthetic_bert)
+    assert feature_cache_key(SENTS, TAGS, fresh, L2I, s) == base
+    fresh(["a b c"] * 2, truncation=True, max_length=4, padding=True)  # leaves state on the backend tokenizer
+    assert feature_cache_key(SENTS, TAGS, fresh, L2I, s) == base
     assert base == feature_cache_key([list(x) for x in SENTS], TAGS, tok, dict(L2I), dict(s))
     changed = [
         feature_cache_key(SENTS[:2], TAGS[:2], tok, L2I, s),
