@@ -893,7 +893,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "--precision",
         choices=["auto", "no", "fp16", "bf16"],
         default="auto",
-        help="auto: fp32 on CPU, bf16 on compute capability >= 8, else fp16",
+        help="auto: fp32 on CPU (bf16 on a CPU with native bf16 only when asked: see README), bf16 on compute capability >= 8, else fp16",
     )
     p.add_argument(
         "--peak_tflops", type=float, default=None, help="peak dense TFLOPS for MFU when the device is not in the table"
