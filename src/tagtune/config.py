@@ -115,6 +115,11 @@ class TrainConfig:
     group_by_length: bool = _help(
         "Batch sentences of similar length together (still shuffled) to cut padding.", default=True
     )
+    cache_features: bool = _help(
+        "Keep tokenised features under $TAGTUNE_CACHE/features (default ~/.cache/tagtune), keyed by the data, "
+        "the tokenizer and the feature settings: reruns, resumes and every rank of a launch tokenise once.",
+        default=True,
+    )
 
     # ---- method ---------------------------------------------------------------------
     method: Literal["full", "lora", "peft"] = _help(
@@ -163,7 +168,8 @@ class TrainConfig:
     # ---- precision / speed ----------------------------------------------------------
     mixed_precision: Optional[Literal["no", "fp16", "bf16"]] = _help(
         "Override the accelerate config's precision. Empty = what `accelerate launch`/config says. "
-        "bf16 needs a GPU of compute capability >= 8.0; fp16 is ignored on CPU (runs fp32, logged).",
+        "bf16 needs a GPU of compute capability >= 8.0 or a CPU with native bf16 (AVX512-BF16/AMX; CPU autocast); "
+        "fp16 is ignored on CPU (runs fp32, logged).",
         default=None,
     )
     optim: Literal["adamw_torch_fused", "adamw_torch"] = _help(

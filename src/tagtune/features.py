@@ -264,3 +264,114 @@ class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
             batches = [full[k] for k in order] + rest
         for b in batches:
             yield b.tolist()
+
+
+# ----------------------------------------------------------------------------------------
+# on-disk feature cache
+# ----------------------------------------------------------------------------------------
+
+CACHE_VERSION = "features-v1"  # bump when build_features' output for the same input changes
+_ARRAYS = ("input_ids", "labels", "word_ids")
+
+
+def feature_cache_key(
+    sentences: Sequence[Sequence[str]],
+    tags: Optional[Sequence[Sequence[str]]],
+    tokenizer: Any,
+    label2id: Optional[dict[str, int]],
+    settings: dict[str, Any],
+) -> str:
+    """Hash of everything the features depend on: the words and tags, the whole tokenizer (its
+    serialised vocabulary, normaliser and rules, and the special-token wrapping) and the settings."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    h.update(CACHE_VERSION.encode())
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    for state in ("truncation", "padding"):  # set on the backend by whatever call came last: not identity
+        backend.pop(state, None)
+    h.update(json.dumps(backend, sort_keys=True).encode())
+    h.update(json.dumps([special_tokens(tokenizer), settings, label2id], sort_keys=True, default=str).encode())
+    for i, words in enumerate(sentences):  # streamed: no second copy of the corpus
+        h.update("\x1f".join(words).encode())
+        h.update(b"\x1e")
+        if tags is not None:
+            h.update("\x1f".join(tags[i]).encode())
+        h.update(b"\x1d")
+    return h.hexdigest()[:32]
+
+
+def save_features(features: Features, folder: Any) -> None:
+    """Write features as flat int32 arrays + offsets into ``folder`` atomically: built in a temporary
+    sibling folder and renamed into place, so a reader sees the whole cache entry or none of it."""
+    import json
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    target = Path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        lengths = np.fromiter((len(x) for x in features.input_ids), dtype=np.int64, count=len(features))
+        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
+        np.save(tmp / "sent_ids.npy", np.asarray(features.sent_ids, dtype=np.int64))
+        for name in _ARRAYS:
+            rows = getattr(features, name)
+            flat = np.fromiter((v for row in rows for v in row), dtype=np.int32, count=int(lengths.sum()))
+            np.save(tmp / f"{name}.npy", flat)
+        (tmp / "meta.json").write_text(json.dumps({"num_words": features.num_words, "version": CACHE_VERSION}))
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process renamed the same entry first: same key, same content
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_features(folder: Any) -> Features:
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    offsets = np.load(folder / "offsets.npy")
+    rows = {}
+    for name in _ARRAYS:
+        flat = np.load(folder / f"{name}.npy", mmap_mode="r")
+        rows[name] = [flat[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+    return Features(
+        rows["input_ids"],
+        rows["labels"],
+        rows["word_ids"],
+        np.load(folder / "sent_ids.npy").tolist(),
+        meta["num_words"],
+    )
+
+
+def cached_features(
+    cache_dir: Optional[Any],
+    sentences: Sequence[Sequence[str]],
+    tags: Optional[Sequence[Sequence[str]]],
+    tokenizer: Any,
+    label2id: Optional[dict[str, int]] = None,
+    max_length: Optional[int] = None,
+    stride: int = 32,
+    label_all_subtokens: bool = False,
+) -> tuple[Features, str]:
+    """``build_features`` through a cache under ``cache_dir`` (None: no cache). Returns (features, what
+    happened: 'hit', 'built' or 'uncached'). A rerun, a resume and every rank of a launch whose main
+    process built the entry first (``main_process_first``: a barrier, no other collective) tokenise once."""
+    from pathlib import Path
+
+    settings = {"max_length": max_length, "stride": stride, "label_all_subtokens": label_all_subtokens}
+    if cache_dir is None:
+        return build_features(sentences, tags, tokenizer, label2id, **settings), "uncached"
+    folder = Path(cache_dir) / feature_cache_key(sentences, tags, tokenizer, label2id, settings)
+    if (folder / "meta.json").is_file():
+        return load_features(folder), "hit"
+    features = build_features(sentences, tags, tokenizer, label2id, **settings)
+    save_features(features, folder)
+    return features, "built"

@@ -105,8 +105,19 @@ def disable_hang_diagnostics() -> None:
 # ----------------------------------------------------------------------------------------
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively, as torch reports it: AVX512-BF16 or AMX on x86; elsewhere
+    oneDNN's own check (e.g. the BF16 extension on Arm). Without it bf16 is emulated and slower than fp32."""
+    import platform
+
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_precision(requested: Optional[str]) -> str:
-    """fp16 on a GPU (loss scaling); bf16 only on compute capability >= 8.0; fp32 on CPU for fp16."""
+    """fp16 on a GPU (loss scaling); bf16 on compute capability >= 8.0 or a CPU with native bf16 (autocast on
+    CPU, through Accelerate); fp16 on CPU runs fp32."""
     mp = requested or os.environ.get("ACCELERATE_MIXED_PRECISION", "no") or "no"
     if mp not in ("no", "fp16", "bf16"):
         raise ConfigError(f"unsupported mixed precision '{mp}'", where="mixed_precision", fix="use no, fp16 or bf16")
@@ -119,6 +130,14 @@ def resolve_precision(requested: Optional[str]) -> str:
                 where="mixed_precision",
                 fix="use fp16 on this GPU (e.g. --mixed_precision fp16 or accelerate_configs/single_t4_fp16.yaml)",
             )
+    elif mp == "bf16" and not cpu_bf16_supported():
+        raise ConfigError(
+            "bf16 requested on a CPU without native bf16 (torch.cpu reports neither AVX512-BF16 nor AMX): "
+            "it would be emulated, slower than fp32",
+            where="mixed_precision",
+            fix='use --mixed_precision no on this machine, or run where `python -c "import torch; '
+            'print(torch.cpu._is_avx512_bf16_supported())"` prints True',
+        )
     elif mp == "fp16":
         # Accelerate would keep saying fp16 while running fp32; say so and run fp32 explicitly.
         logger.warning("fp16 needs a GPU; running in fp32 on CPU")

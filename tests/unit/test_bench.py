@@ -1,7 +1,8 @@
 """tagtune bench: the arithmetic (rates from counts, ratios, CPU floors, MFU and the peak it names) on
-hand-made numbers, and one short run of both paths (synthetic model and data, 3 steps each, each in
-its own process) whose counts match the data and whose JSON and Markdown agree. Nothing here is
-timed: speed is what the benchmark itself reports. ~30 s, nearly all of it the two worker processes.
+hand-made numbers, and one short `tagtune bench --preset tiny` (synthetic model and data, 3 steps per
+path: tagtune through `accelerate launch`, the grouped and the default Trainer, each in its own
+process) whose counts match the data and whose JSON and Markdown agree. Nothing here is timed: speed
+is what the benchmark itself reports. ~1 min, nearly all of it the three worker processes.
 """
 
 from __future__ import annotations
@@ -42,13 +43,17 @@ def test_rates_count_real_sub_tokens_not_padding():
 
 
 def test_ratios_and_cpu_floors():
-    base = bench.rates(raw(train_time_s=2.0, eval_time_s=2.5, accuracy=0.902))
-    fast = bench.ratios(bench.rates(raw(train_time_s=1.0, eval_time_s=1.0, accuracy=0.900)), base)
-    assert fast["train_tokens_per_s"] == pytest.approx(2.0) and fast["eval_words_per_s"] == pytest.approx(2.5)
-    assert fast["accuracy_points"] == pytest.approx(-0.2)
+    base = bench.rates(raw(train_time_s=2.0, eval_time_s=2.5, accuracy=0.902, peak_memory_bytes=2**31))
+    fast = bench.ratios(bench.rates(raw(train_time_s=1.5, eval_time_s=1.6, accuracy=0.900)), base)
+    assert fast["train_tokens_per_s"] == pytest.approx(4 / 3) and fast["eval_words_per_s"] == pytest.approx(1.5625)
+    assert fast["accuracy_points"] == pytest.approx(-0.2) and fast["peak_memory_bytes"] == pytest.approx(0.5)
     assert all(bench.verdict(fast).values())
-    slow = bench.verdict(bench.ratios(bench.rates(raw(train_time_s=1.5, eval_time_s=1.3, accuracy=0.895)), base))
-    assert list(slow.values()) == [False, False, False]  # 1.33x, 1.92x, -0.7 points
+    slow = bench.verdict(
+        bench.ratios(
+            bench.rates(raw(train_time_s=1.6, eval_time_s=1.7, accuracy=0.895, peak_memory_bytes=1.3 * 2**30)), base
+        )
+    )
+    assert list(slow.values()) == [False, False, False, False]  # 1.25x, 1.47x, 0.65x memory, -0.7 points
 
 
 def test_peak_flops_table_and_mfu():
@@ -64,13 +69,13 @@ def test_peak_flops_table_and_mfu():
 
 
 def test_repeats_alternate_and_report_medians():
-    assert bench._order(["tagtune", "baseline"], 3) == [
+    assert bench._order(list(bench.PATHS), 2) == [
         "baseline",
+        "grouped",
         "tagtune",
         "tagtune",
+        "grouped",
         "baseline",
-        "baseline",
-        "tagtune",
     ]
     row = bench.combine([bench.rates(raw(train_time_s=t)) for t in (1.0, 4.0, 2.0)])
     assert row["train_time_s"] == 2.0 and row["train_tokens_per_s"] == 400 and row["repeats"] == 3
@@ -83,11 +88,13 @@ def test_gpu_report_prints_mfu_and_the_peak_it_used():
     gpu = dict(device=H100, params=125_000_000, train_time_s=10.0)
     runs = {
         "tagtune": [bench.rates(raw(train_tokens=4_000_000, **gpu))],
+        "grouped": [bench.rates(raw(train_tokens=2_000_000, **gpu))],
         "baseline": [bench.rates(raw(train_tokens=1_000_000, **gpu))],
     }
     rep = bench.assemble(spec, runs, {}, "tagtune bench --preset gpu")
     expected = 6 * 125e6 * 4e5 / 989e12
     assert rep["mfu"]["tagtune"] == pytest.approx(expected) and rep["mfu"]["baseline"] == pytest.approx(expected / 4)
+    assert rep["mfu"]["grouped"] == pytest.approx(expected / 2) and rep["ratios"]["train_tokens_per_s"] == 2.0
     md = bench.markdown(rep)
     assert "989 TFLOPS (H100 SXM dense bf16/fp16)" in md and f"{100 * expected:.1f}%" in md and "floors" not in rep
 
@@ -104,48 +111,54 @@ def test_bad_data_dir_and_gpu_preset_without_gpu(tmp_path):
         assert not (tmp_path / "x").exists()
 
 
-def test_both_paths_run_and_the_report_matches_the_data(tmp_path, synthetic_bert):
+def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_bert):
+    """`tagtune bench --preset tiny` as the README runs it (fewer steps): tagtune through accelerate launch."""
+    import os
+    import subprocess
+    import sys
+
     from tagtune.features import LengthGroupedBatchSampler, build_features, load_tokenizer
     from tagtune.synthetic import generate_splits
 
-    spec = bench.BenchSpec(
-        preset="cpu",
-        model="synthetic:bert",
-        dataset_name="synthetic:pos",
-        max_steps=3,
-        max_eval_samples=40,
-        train_batch_size=16,
-        eval_batch_size=16,
-        learning_rate=1e-3,
-        logging_steps=1,
-        threads=1,
-    )
-    bench.run_bench(spec, tmp_path, command="test", log=lambda *_: None)
-    js = json.loads((tmp_path / "bench.json").read_text())
-    md = (tmp_path / "bench.md").read_text()
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "tagtune.cli", "bench", "--preset", "tiny", "--max_steps", "3"]
+    cmd += ["--max_eval_samples", "40", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    js = json.loads((out / "bench.json").read_text())
+    md = (out / "bench.md").read_text()
+    assert js["spec"]["model"] == "synthetic:bert" and js["spec"]["dataset_name"] == "synthetic:pos"
 
     splits = generate_splits("pos")
     eval_words = sum(len(w) for w, _ in splits["validation"][:40])
-    for path in ("tagtune", "baseline"):
+    dirs = {"baseline": "00-baseline", "grouped": "01-grouped", "tagtune": "02-tagtune"}  # c b a
+    for path in bench.PATHS:
         r = js[path]
         assert r["steps"] == 3 and r["eval_words"] == eval_words, (path, r)
-        assert (
-            0 < r["train_words"] < r["train_tokens"] <= r["train_padded_tokens"]
-        )  # [CLS]/[SEP] are real, unscored tokens
+        assert 0 < r["train_words"] < r["train_tokens"] <= r["train_padded_tokens"]  # [CLS]/[SEP]: real, unscored
         assert 0.0 <= r["accuracy"] <= 1.0 and r["peak_memory_bytes"] > 100 * 2**20
-        assert (tmp_path / f"{'01' if path == 'tagtune' else '00'}-{path}" / "log.txt").is_file()  # its own process
+        assert r["precision"] == "no" and (out / dirs[path] / "log.txt").is_file()  # its own process
+    # tagtune ran under `accelerate launch` (its launcher line is in the log, its results.json was read),
+    # which would have set 1 thread: tagtune's runtime gives it the cores, the Trainer has torch's default
+    launched = (out / dirs["tagtune"] / "train_config.json").is_file() and (out / dirs["tagtune"] / "run").is_dir()
+    assert launched and js["tagtune"]["torch_threads"] == len(os.sched_getaffinity(0))
+    assert js["grouped"]["train_sampling_strategy"] == "group_by_length"
+    assert js["baseline"]["train_sampling_strategy"] == "random"
+    assert "| torch threads | " + str(js["tagtune"]["torch_threads"]) in md and "| precision | no | no | no |" in md
 
     # tagtune's words are exactly those of the sentences its first 3 length-grouped batches hold
     train = splits["train"]
-    tok = load_tokenizer(synthetic_bert)
-    feats = build_features([w for w, _ in train], None, tok)
-    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=spec.seed))[:3]
+    feats = build_features([w for w, _ in train], None, load_tokenizer(synthetic_bert))
+    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=js["spec"]["seed"]))[:3]
     assert js["tagtune"]["train_words"] == sum(len(train[i][0]) for b in batches for i in b)
     assert js["tagtune"]["train_tokens"] == sum(feats.lengths[i] for b in batches for i in b)
-    # length grouping: less padding than the Trainer's random batches
+    # length grouping: less padding than the default Trainer's random batches
+    assert js["grouped"]["padding_fraction"] < js["baseline"]["padding_fraction"]
     assert js["tagtune"]["padding_fraction"] < js["baseline"]["padding_fraction"]
 
-    ratio = js["tagtune"]["train_tokens_per_s"] / js["baseline"]["train_tokens_per_s"]
-    assert js["ratios"]["train_tokens_per_s"] == pytest.approx(ratio)
+    for key, against in (("ratios", "grouped"), ("ratios_default", "baseline")):
+        ratio = js["tagtune"]["train_tokens_per_s"] / js[against]["train_tokens_per_s"]
+        assert js[key]["train_tokens_per_s"] == pytest.approx(ratio)
+        assert f"{ratio:.2f}x" in md
     assert f"| training sub-tokens/s (real, no padding) | {js['tagtune']['train_tokens_per_s']:,.0f} |" in md
-    assert f"{ratio:.2f}x" in md and "CPU floors:" in md
+    assert "floors" not in js  # floors are for the cpu preset on real data

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tagtune import ConfigError
+from tagtune import ConfigError, runtime
 from tagtune.optim import make_optimizer, param_groups
 from tagtune.runtime import resolve_precision
 
@@ -28,13 +28,47 @@ def test_ampere_bf16_ok(monkeypatch):
 
 def test_cpu_fp16_runs_fp32_and_says_so(monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: True)
     assert resolve_precision("fp16") == "no"
     assert "fp16 needs a GPU" in caplog.text
     assert resolve_precision("bf16") == "bf16"  # real autocast on CPU
 
 
+def test_cpu_without_native_bf16_refuses_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert runtime.cpu_bf16_supported() is False
+    with pytest.raises(ConfigError) as err:
+        resolve_precision("bf16")
+    msg = str(err.value)
+    assert "without native bf16" in msg and "mixed_precision" in msg and "--mixed_precision no" in msg
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # the launcher's setting is checked the same way
+    with pytest.raises(ConfigError, match="without native bf16"):
+        resolve_precision(None)
+    assert resolve_precision("no") == "no"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # AMX computes bf16 too
+    assert resolve_precision("bf16") == "bf16"
+
+
+@pytest.mark.skipif(not runtime.cpu_bf16_supported(), reason="this CPU has no native bf16 (refusal tested above)")
+def test_cpu_bf16_autocasts_through_the_accelerator(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    acc = runtime.make_accelerator(
+        mixed_precision="bf16", gradient_accumulation_steps=1, tracker=None, output_dir=str(tmp_path), timeout_s=60
+    )
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(2, 8)
+    with acc.autocast():
+        y = layer(x)
+    assert acc.mixed_precision == "bf16" and y.dtype == torch.bfloat16 and layer.weight.dtype == torch.float32
+    assert layer(x).dtype == torch.float32  # outside autocast: fp32
+
+
 def test_precision_from_accelerate_launch_env(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: True)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert resolve_precision(None) == "bf16"
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
