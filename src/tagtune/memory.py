@@ -25,7 +25,6 @@ import contextlib
 import json
 import sys
 from dataclasses import asdict, dataclass
-from types import SimpleNamespace
 from typing import Any, Optional
 
 from .errors import ConfigError
@@ -94,10 +93,17 @@ def model_shape(
     lora_target_modules: Optional[list[str]] = None,
 ) -> ModelShape:
     """Exact parameter counts from a weightless (meta-device) model of that architecture."""
+    from .config import TrainConfig
     from .modeling import count_parameters, model_from_config
 
-    cfg = SimpleNamespace(
-        method=method, lora_r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, lora_target_modules=lora_target_modules
+    # a full config (its PEFT defaults); the data source is required by validation but never read
+    cfg = TrainConfig(
+        dataset_name="synthetic:pos",
+        method=method,
+        lora_r=lora_r,
+        lora_alpha=2 * lora_r,
+        lora_dropout=0.0,
+        lora_target_modules=lora_target_modules,
     )
     model = model_from_config(load_config(name, num_labels), cfg)
     counts = count_parameters(model)
