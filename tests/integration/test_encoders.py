@@ -11,8 +11,8 @@ from tagtune import TrainConfig
 from tagtune.errors import ConfigError
 from tagtune.features import build_features, load_tokenizer
 from tagtune.modeling import model_from_config
-from tagtune.predict import Tagger
 from tagtune.synthetic import synthetic_model_path
+from tagtune.tagger import Tagger
 
 # family -> (word-start marker its tokenizer puts on a word's first sub-token, LoRA targets peft picks)
 FAMILIES = {

@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import read_json, train_smoke
 
-from tagtune.predict import Tagger
+from tagtune.tagger import Tagger
 
 
 @pytest.mark.parametrize(
