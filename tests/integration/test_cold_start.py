@@ -41,7 +41,9 @@ def test_zero3_first_launch_with_an_empty_cache(tmp_path):
     assert (results["num_processes"], results["distributed_type"]) == (2, "DEEPSPEED")
     assert results["global_steps"] == 4
     assert (cache / "synthetic-bert-v1" / "config.json").is_file()
-    assert sorted(p.name for p in cache.iterdir()) == ["synthetic-bert-v1"]  # no temporary folder left behind
+    assert sorted(p.name for p in cache.iterdir()) == ["features", "synthetic-bert-v1"]
+    leftovers = [p for p in cache.rglob("*") if p.name.startswith((".", "tmp"))]
+    assert leftovers == []  # no temporary folder of the model build or of the feature cache left behind
 
 
 def test_accelerate_launch_uses_every_core_unless_the_user_says_otherwise(tmp_path):
