@@ -45,7 +45,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))
+        if not k.startswith(("PYTEST_", "ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_", "WANDB_SERVICE"))
     }
     env.update(OFFLINE_ENV)
     env.update(extra)

@@ -91,7 +91,7 @@ def init(accelerator: Any, cfg: Any, tracker: Optional[str], config: dict[str, A
         init_kwargs["wandb"] = {
             "name": name,
             "group": cfg.run_group or cfg.model_short_name,
-            "dir": cfg.output_dir,
+            "dir": str(Path(cfg.output_dir).resolve()),  # absolute: a shared wandb-core service has its own cwd
             "job_type": cfg.method,
             "tags": [cfg.recipe, cfg.model_short_name, cfg.method],
         }
