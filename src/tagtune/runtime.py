@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import faulthandler
+import gc
+import json
 import logging
 import os
 import resource
@@ -231,8 +233,83 @@ def setup_logging(main: bool) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def shutdown(accelerator: Any) -> None:
-    """Tear down the process group (and what DeepSpeed keeps beside it) before interpreter exit."""
+# Linux names (comm) of the C++ threads a gloo process group owns; they end only in ~ProcessGroupGloo
+COMM_THREAD_NAMES = ("gloo_tcp_loop", "pt_gloo_runloop")
+
+# Set to a file path: each rank appends one JSON line with its gloo threads before and after shutdown (tests).
+THREADS_REPORT_ENV = "TAGTUNE_THREADS_REPORT"
+
+# deepspeed.utils.groups globals that hold process groups, and the value each is reset to
+_DEEPSPEED_GROUP_GLOBALS: dict[str, Any] = {
+    "_WORLD_GROUP": None,
+    "_ZERO_PARAM_INTRA_PARALLEL_GROUP": None,
+    "_DATA_PARALLEL_GROUP": None,
+    "_MODEL_PARALLEL_GROUP": None,
+    "_TENSOR_MODEL_PARALLEL_GROUP": None,
+    "_EXPERT_PARALLEL_GROUP": {},
+    "_EXPERT_DATA_PARALLEL_GROUP": {},
+    "_ALL_TO_ALL_GROUP": {},
+}
+
+
+def live_comm_threads() -> list[str]:
+    """Names of this process's threads that belong to a gloo process group (empty once all were joined)."""
+    names = []
+    task_dir = Path("/proc/self/task")
+    if not task_dir.is_dir():  # not Linux: nothing to check
+        return names
+    for task in task_dir.iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended while we looked
+            continue
+        if name.startswith(COMM_THREAD_NAMES):
+            names.append(name)
+    return sorted(names)
+
+
+def _clear_deepspeed_globals() -> None:
+    """Drop the module-level references DeepSpeed keeps to the groups and, under ZeRO-3, to the model.
+
+    ZeRO-3 pushes the top module onto parameter_offload.FWD_MODULE_STACK at setup and never pops it (not even
+    in engine.destroy()); through its parameters' ds_process_group it keeps the groups alive.
+    """
+    groups = sys.modules.get("deepspeed.utils.groups")
+    if groups is not None:
+        for name, empty in _DEEPSPEED_GROUP_GLOBALS.items():
+            if hasattr(groups, name):
+                setattr(groups, name, {} if isinstance(empty, dict) else empty)
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    stack = getattr(offload, "FWD_MODULE_STACK", None)
+    if isinstance(stack, list):
+        stack.clear()
+
+
+def shutdown(accelerator: Any) -> list[str]:
+    """Destroy the process groups, joining their threads, while the interpreter is fully alive.
+
+    Why (issue 10, `terminate called without an active exception` at exit): destroy_process_group() only
+    unregisters a group; a gloo group's C++ threads live until the last reference to it goes. If they are
+    still alive when the interpreter finalizes, a worker that drops the last reference to a work holding a
+    Python-owned tensor takes the GIL, CPython ends that C++ thread with pthread_exit, and the forced unwind
+    through a noexcept frame calls std::terminate (SIGABRT). So every reference must be gone first: the
+    caller drops its model/optimizer/loaders, free_memory() drops the Accelerator's (and destroys a DeepSpeed
+    engine, which still needs the group), DeepSpeed's module globals are reset (_clear_deepspeed_globals), and gc collects the cycles.
+    Returns the gloo threads still alive afterwards (empty when every group was really destroyed).
+    """
+    before = live_comm_threads()
+    accelerator.free_memory()
+    _clear_deepspeed_globals()
     state = getattr(accelerator, "state", None)
     if state is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         state.destroy_process_group()
+    gc.collect()
+    after = live_comm_threads()
+    if after:
+        logger.debug("process-group threads still alive after shutdown (a reference to a group survives): %s", after)
+    report = os.environ.get(THREADS_REPORT_ENV)
+    if report:
+        line = {"rank": int(os.environ.get("RANK", "0")), "before": before, "after": after}
+        with open(report, "a") as f:  # one short line per rank: appends do not interleave
+            f.write(json.dumps(line) + "\n")
+    return after

@@ -641,6 +641,9 @@ class TrainingRecipe:
         if error is not None and not isinstance(error, ckpt.Preempted) and self.state.history:
             self._write_history()  # the loss curve up to the failure, beside the last good checkpoint
         tracking.finish(self.accelerator, self.tracker, exit_code=exit_code(error))
+        # the prepared objects reference the process group (DDP's reducer, ZeRO-3 parameters): drop them so
+        # that shutdown really destroys the group and joins its threads before the interpreter exits
+        self.model = self.optimizer = self.scheduler = self.train_dl = self.eval_dl = None
         runtime.shutdown(self.accelerator)
 
 
