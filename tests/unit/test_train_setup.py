@@ -54,7 +54,12 @@ def test_cpu_without_native_bf16_refuses_bf16(monkeypatch):
 
 @pytest.mark.skipif(not runtime.cpu_bf16_supported(), reason="this CPU has no native bf16 (refusal tested above)")
 def test_cpu_bf16_autocasts_through_the_accelerator(monkeypatch, tmp_path):
+    from accelerate.state import AcceleratorState
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: True)  # autocast itself works on any CPU
+    # an earlier in-process run of this session fixed the (process-global) Accelerator state to fp32
+    AcceleratorState._reset_state(reset_partial_state=True)
     acc = runtime.make_accelerator(
         mixed_precision="bf16", gradient_accumulation_steps=1, tracker=None, output_dir=str(tmp_path), timeout_s=60
     )
@@ -64,6 +69,7 @@ def test_cpu_bf16_autocasts_through_the_accelerator(monkeypatch, tmp_path):
         y = layer(x)
     assert acc.mixed_precision == "bf16" and y.dtype == torch.bfloat16 and layer.weight.dtype == torch.float32
     assert layer(x).dtype == torch.float32  # outside autocast: fp32
+    AcceleratorState._reset_state(reset_partial_state=True)  # leave no bf16 state to the next in-process test
 
 
 def test_precision_from_accelerate_launch_env(monkeypatch):
