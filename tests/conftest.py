@@ -95,6 +95,7 @@ def accelerate_launch(
     cpu_ddp: bool = False,
     extra_launch: list[str] | None = None,
     timeout: int = 600,
+    check: bool = True,
     **env_extra: str,
 ) -> subprocess.CompletedProcess:
     """`accelerate launch` exactly as a user types it. cpu_ddp: the CPU DDP launch that really distributes."""
@@ -117,7 +118,7 @@ def accelerate_launch(
         launch += ["--multi_gpu"]
         env_extra.setdefault("ACCELERATE_USE_CPU", "1")
     launch += list(extra_launch or [])
-    return run_cmd(launch + [str(ROOT / script)] + args, timeout=timeout, **env_extra)
+    return run_cmd(launch + [str(ROOT / script)] + args, timeout=timeout, check=check, **env_extra)
 
 
 def read_json(path: Path):

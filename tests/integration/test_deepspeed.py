@@ -133,32 +133,18 @@ def test_zero3_resume_from_checkpoint_is_exact(zero_runs, tmp_path):
 
 def test_zero_checkpoint_at_another_world_size_points_at_zero_to_fp32(zero_runs, tmp_path):
     """The 2-process ZeRO-3 checkpoint resumed by 1 process (same global batch): refused, naming the fix."""
-    import sys
 
     from _scaleout_common import recipe_args
-    from conftest import free_port
+    from conftest import accelerate_launch
 
     run = zero_runs[3, "full"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        "--num_processes",
-        "1",
-        "--config_file",
-        str(ROOT / "accelerate_configs" / "deepspeed_zero3.yaml"),
-        str(ROOT / "recipes" / "smoke.py"),
-        *recipe_args(tmp_path / "one", "full", 16, "--resume_from_checkpoint", str(run / "checkpoints" / "step-2")),
-    ]
-    proc = run_cmd(cmd, check=False)
+    proc = accelerate_launch(
+        "recipes/smoke.py",
+        recipe_args(tmp_path / "one", "full", 16, "--resume_from_checkpoint", str(run / "checkpoints" / "step-2")),
+        num_processes=1,
+        extra_launch=["--config_file", str(ROOT / "accelerate_configs" / "deepspeed_zero3.yaml")],
+        check=False,
+    )
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
     at = next(i for i, ln in enumerate(lines) if ln.startswith("tagtune: error:"))
