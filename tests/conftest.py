@@ -7,38 +7,22 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from offline_env import OFFLINE_ENV, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 EWT = SHARED / "data" / "ud_english_ewt"
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_EVALUATE_OFFLINE": "1",
-    "WANDB_MODE": "offline",
-    "WANDB_SILENT": "true",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONUNBUFFERED": "1",
-}
 os.environ.update(OFFLINE_ENV)
 os.environ.setdefault("TAGTUNE_CACHE", str(ROOT / ".cache" / "tagtune"))
 # DeepSpeed's native ops are compiled once and reused by every test and CI run
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import sys
+import types
 from pathlib import Path
 from typing import Any, Optional
 
@@ -272,7 +273,8 @@ def _clear_deepspeed_globals() -> None:
     """Drop the module-level references DeepSpeed keeps to the groups and, under ZeRO-3, to the model.
 
     ZeRO-3 pushes the top module onto parameter_offload.FWD_MODULE_STACK at setup and never pops it (not even
-    in engine.destroy()); through its parameters' ds_process_group it keeps the groups alive.
+    in engine.destroy()), and caches release plans keyed by its modules; through the parameters'
+    ds_process_group either keeps the groups alive.
     """
     groups = sys.modules.get("deepspeed.utils.groups")
     if groups is not None:
@@ -283,6 +285,48 @@ def _clear_deepspeed_globals() -> None:
     stack = getattr(offload, "FWD_MODULE_STACK", None)
     if isinstance(stack, list):
         stack.clear()
+    # PartitionedParameterCoordinator.__params_to_release is a method under an unbounded class-level
+    # functools.lru_cache: its keys (coordinator, submodule, step) keep every coordinator, hence the engine,
+    # the model and the groups, alive for the life of the process.
+    coordinator = sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator")
+    cls = getattr(coordinator, "PartitionedParameterCoordinator", None)
+    _clear_lru_cache(getattr(cls, "_PartitionedParameterCoordinator__params_to_release", None))
+
+
+def _clear_lru_cache(fn: Any) -> None:
+    """Clear the functools.lru_cache under `fn`, looking through decorators that keep it in their closure
+    (DeepSpeed's instrument_w_nvtx does not set __wrapped__)."""
+    for _ in range(4):  # a few decorator layers at most
+        if hasattr(fn, "cache_clear"):
+            fn.cache_clear()
+            return
+        cells = getattr(fn, "__closure__", None) or ()
+        inner = [c.cell_contents for c in cells if callable(getattr(c, "cell_contents", None))]
+        fn = getattr(fn, "__wrapped__", None) or (inner[0] if inner else None)
+
+
+def _unpin_default_arguments() -> int:
+    """Replace every process group held in a function's default arguments by None; returns how many functions.
+
+    Python evaluates a default once, at import, and some libraries declare `group=...WORLD` (DeepSpeed's
+    TorchBackend.barrier, torch.distributed.nn.functional, ZeroRedundancyOptimizer): a module imported after
+    the default group exists (DDP's constructor imports torch._dynamo, which imports torch.distributed.nn) pins
+    that group for the life of the process, out of reach of destroy_process_group(). Once the groups are
+    destroyed these defaults are dead anyway, and None means "the default group" to each of them.
+    """
+    group_type = torch.distributed.ProcessGroup
+    unpinned = 0
+    for fn in gc.get_objects():
+        if not isinstance(fn, types.FunctionType):
+            continue
+        defaults, kwdefaults = fn.__defaults__, fn.__kwdefaults__
+        if defaults and any(isinstance(d, group_type) for d in defaults):
+            fn.__defaults__ = tuple(None if isinstance(d, group_type) else d for d in defaults)
+            unpinned += 1
+        if kwdefaults and any(isinstance(d, group_type) for d in kwdefaults.values()):
+            fn.__kwdefaults__ = {k: None if isinstance(d, group_type) else d for k, d in kwdefaults.items()}
+            unpinned += 1
+    return unpinned
 
 
 def shutdown(accelerator: Any) -> list[str]:
@@ -292,10 +336,13 @@ def shutdown(accelerator: Any) -> list[str]:
     unregisters a group; a gloo group's C++ threads live until the last reference to it goes. If they are
     still alive when the interpreter finalizes, a worker that drops the last reference to a work holding a
     Python-owned tensor takes the GIL, CPython ends that C++ thread with pthread_exit, and the forced unwind
-    through a noexcept frame calls std::terminate (SIGABRT). So every reference must be gone first: the
-    caller drops its model/optimizer/loaders, free_memory() drops the Accelerator's (and destroys a DeepSpeed
-    engine, which still needs the group), DeepSpeed's module globals are reset (_clear_deepspeed_globals), and gc collects the cycles.
-    Returns the gloo threads still alive afterwards (empty when every group was really destroyed).
+    through a noexcept frame calls std::terminate (SIGABRT). So every reference must be gone first:
+    - the caller drops its model/optimizer/loaders;
+    - free_memory() drops the Accelerator's (and destroys a DeepSpeed engine, which still needs the group);
+    - DeepSpeed's module globals and ZeRO-3's class-level cache are reset (_clear_deepspeed_globals);
+    - groups pinned in library functions' default arguments are released (_unpin_default_arguments);
+    - gc collects the cycles, and ~ProcessGroupGloo joins the threads.
+    Returns the gloo threads still alive afterwards: empty, unless something new holds a group (warned).
     """
     before = live_comm_threads()
     accelerator.free_memory()
@@ -303,10 +350,16 @@ def shutdown(accelerator: Any) -> list[str]:
     state = getattr(accelerator, "state", None)
     if state is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         state.destroy_process_group()
+    if torch.distributed.is_available():
+        _unpin_default_arguments()
     gc.collect()
     after = live_comm_threads()
     if after:
-        logger.debug("process-group threads still alive after shutdown (a reference to a group survives): %s", after)
+        logger.warning(
+            "process-group threads still alive after shutdown (something still references a group; exit may "
+            "abort): %s",
+            after,
+        )
     report = os.environ.get(THREADS_REPORT_ENV)
     if report:
         line = {"rank": int(os.environ.get("RANK", "0")), "before": before, "after": after}

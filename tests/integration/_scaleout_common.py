@@ -71,6 +71,9 @@ def launch(config: str, method: str, out: Path, *extra: str, **env: str) -> Path
     """Two processes under accelerate_configs/<config>.yaml (the config file decides DDP or DeepSpeed)."""
     if config == "multi_gpu":
         env.setdefault("ACCELERATE_USE_CPU", "1")  # CPU DDP over gloo; without it each process trains alone
+    report = threads_report(out)
+    report.unlink(missing_ok=True)
+    env.setdefault("TAGTUNE_THREADS_REPORT", str(report))
     accelerate_launch(
         "recipes/smoke.py",
         recipe_args(out, method, GLOBAL_BATCH // 2, *extra),
@@ -79,6 +82,21 @@ def launch(config: str, method: str, out: Path, *extra: str, **env: str) -> Path
         **env,
     )
     return out
+
+
+def threads_report(run: Path) -> Path:
+    """Where each rank of a launch writes the gloo threads alive before and after the trainer's cleanup."""
+    return run.parent / f"{run.name}.threads.jsonl"
+
+
+def assert_process_groups_destroyed(run: Path) -> None:
+    """Every rank ended with no gloo thread left: each process group was really destroyed (its threads joined)
+    before the interpreter began to finalize, which is what keeps exit from aborting (issue 10)."""
+    lines = [json.loads(line) for line in threads_report(run).read_text().splitlines()]
+    assert sorted(line["rank"] for line in lines) == [0, 1], lines
+    for line in lines:
+        assert "pt_gloo_runloop" in line["before"], line  # it really ran over gloo
+        assert line["after"] == [], f"rank {line['rank']}: threads still alive after cleanup: {line['after']}"
 
 
 # every 2-process ZeRO run (test_deepspeed, test_offload, test_universal_resume share them): a checkpoint
@@ -117,6 +135,7 @@ def losses(run: Path) -> list[float]:
 
 def check_run(run: Path, distributed_type: str, reference_run: Path) -> dict:
     """Assertions every 2-process run must pass; returns its results.json."""
+    assert_process_groups_destroyed(run)
     results, run_config = read_json(run / "results.json"), read_json(run / "run_config.json")
     for rec in (results, run_config):
         assert rec["num_processes"] == 2, rec["num_processes"]

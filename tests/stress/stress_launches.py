@@ -1,4 +1,4 @@
-"""Stress check for clean exits (issue 10): launch 2-process DeepSpeed smoke runs many times and count
+"""Stress check for clean exits (issue 10): launch 2-process DeepSpeed (or DDP) smoke runs many times and count
 aborts and hangs. Not a pytest module (pytest collects only test_*.py): run it by hand or from CI.
 
     python tests/stress/stress_launches.py                 # ZeRO-2 and ZeRO-3, 30 launches each, cold caches
@@ -12,6 +12,8 @@ and a timeout. A launch is
   hang   still running at the timeout: the Python stacks of every process of the launch are printed
          (py-spy, and the trainer's own faulthandler dump via TAGTUNE_FAULTHANDLER_TIMEOUT), then its
          processes (launcher and ranks) are killed
+  leak   exit 0, but a rank still had gloo threads alive after the trainer's cleanup (TAGTUNE_THREADS_REPORT):
+         the condition the abort needs, counted even on the launches where the race did not fire
   fail   any other failure
 The script prints one row per launch and a summary, and exits 1 if any launch was not ok.
 """
@@ -24,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,16 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_EVALUATE_OFFLINE": "1",
-    "WANDB_MODE": "offline",
-    "WANDB_SILENT": "true",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONUNBUFFERED": "1",
-}
+sys.path.insert(0, str(ROOT / "tests"))
+from offline_env import OFFLINE_ENV, free_port  # noqa: E402
+
 # the same small run as tests/integration/_scaleout_common.py: 4 steps, uneven last eval batch
 RECIPE_ARGS = [
     "--per_device_train_batch_size", "8",
@@ -64,12 +58,6 @@ class Launch:
     returncode: int | None
     seconds: float
     log_dir: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_env(cache: Path, faulthandler_s: int) -> dict[str, str]:
@@ -132,7 +120,7 @@ def kill_launch(pid: int) -> None:
     psutil.wait_procs(ranks, timeout=30)
 
 
-def classify(returncode: int, stderr: str, out: Path) -> str:
+def classify(returncode: int, stderr: str, out: Path, threads: Path, distributed_type: str) -> str:
     if returncode != 0:
         return "abort" if "terminate called" in stderr else "fail"
     results = out / "results.json"
@@ -140,7 +128,12 @@ def classify(returncode: int, stderr: str, out: Path) -> str:
         return "fail"
     rec = json.loads(results.read_text())
     # a launch that silently ran one process, or dropped DeepSpeed, is not the launch under test
-    return "ok" if rec.get("num_processes") == 2 and rec.get("distributed_type") == "DEEPSPEED" else "fail"
+    if rec.get("num_processes") != 2 or rec.get("distributed_type") != distributed_type:
+        return "fail"
+    ranks = [json.loads(line) for line in threads.read_text().splitlines()] if threads.is_file() else []
+    if len(ranks) != 2:
+        return "fail"
+    return "leak" if any(r["after"] for r in ranks) else "ok"
 
 
 def run_one(config: str, index: int, method: str, work: Path, timeout: int, warm_cache: Path | None) -> Launch:
@@ -148,6 +141,10 @@ def run_one(config: str, index: int, method: str, work: Path, timeout: int, warm
     log_dir.mkdir(parents=True)
     cache = warm_cache or (log_dir / "cache")  # cold: an empty cache of its own
     env = launch_env(cache, faulthandler_s=max(timeout - 15, 5))
+    env["TAGTUNE_THREADS_REPORT"] = str(log_dir / "threads.jsonl")
+    ddp = config == "multi_gpu"  # CPU DDP over gloo needs ACCELERATE_USE_CPU=1 (see README 'Scaling out')
+    if ddp:
+        env["ACCELERATE_USE_CPU"] = "1"
     t0 = time.time()
     with open(log_dir / "stdout", "w") as so, open(log_dir / "stderr", "w") as se:
         # its own session: on a timeout the whole launch (launcher + ranks) is killed as one process group
@@ -169,7 +166,8 @@ def run_one(config: str, index: int, method: str, work: Path, timeout: int, warm
             print(f"HANG {config} #{index} after {timeout}s; Python stacks of every process:\n{stacks}", flush=True)
             return Launch(config, index, "hang", None, time.time() - t0, log_dir)
     stderr = (log_dir / "stderr").read_text(errors="replace")
-    outcome = classify(returncode, stderr, log_dir / "out")
+    expected = "MULTI_CPU" if ddp else "DEEPSPEED"
+    outcome = classify(returncode, stderr, log_dir / "out", log_dir / "threads.jsonl", expected)
     if outcome != "ok":
         print(f"{outcome.upper()} {config} #{index} (exit {returncode}); stderr tail:\n{stderr[-3000:]}", flush=True)
     return Launch(config, index, outcome, returncode, time.time() - t0, log_dir)
@@ -184,7 +182,7 @@ def summary(launches: list[Launch]) -> str:
     lines.append("")
     for config in dict.fromkeys(x.config for x in launches):
         mine = [x for x in launches if x.config == config]
-        counts = {k: sum(x.outcome == k for x in mine) for k in ("ok", "abort", "hang", "fail")}
+        counts = {k: sum(x.outcome == k for x in mine) for k in ("ok", "abort", "hang", "leak", "fail")}
         lines.append(f"{config}: {len(mine)} launches, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines)
 
