@@ -4,14 +4,16 @@ crash never leaves a half-written file behind."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .errors import CheckpointError
 
@@ -82,18 +84,26 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[TextIO]:
+    """A text file written under a temporary name and renamed into place on success: a failure at any
+    point (an error, Ctrl-C) leaves the previous file, if any, as it was and no partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_writer(path) as f:
+        f.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,6 +1,8 @@
 """The `tagtune predict`, `evaluate` and `export` subcommands.
 
 tagtune predict  --model RUN_OR_MODEL_DIR --input FILE|- [--output FILE|-] [--scores]
+    streamed in chunks (bounded memory, output as it goes); several processes shard the chunks:
+    accelerate launch --num_processes N -m tagtune.cli predict ... --output FILE
 tagtune evaluate --model RUN_OR_MODEL_DIR --dataset FILE|HUB_ID [--split NAME] [--out DIR]
 tagtune export   --model RUN_OR_MODEL_DIR --merge --out DIR
 """
@@ -17,8 +19,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
+from . import runtime
 from .errors import CheckpointError, ConfigError, DataError
-from .predict_io import INPUT_FORMATS, format_output, predictions_jsonl, read_input, write_output
+from .predict_io import CHUNK_LINES, INPUT_FORMATS, format_output, no_words, open_input, predictions_jsonl
+from .predict_stream import ChunkSink, Shard, process_group, total
 from .readers import SUFFIXES, ReadOptions, read_sentences
 from .tagger import CONFIG_FILE, DTYPES, Tagger, evaluate_sentences, find_model_dir, read_model_json
 
@@ -81,34 +87,63 @@ def predict_main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--scores", action="store_true", help="add each word's confidence (probability of its tag)")
     p.add_argument("--words_field", default="words", help="JSONL field holding the words")
     p.add_argument("--conll_word_column", type=int, default=0, help="0-based word column of whitespace CoNLL input")
+    p.add_argument(
+        "--chunk_lines",
+        type=int,
+        default=CHUNK_LINES,
+        help="input lines read, tagged and written at a time (memory is bounded by this, not by the input); "
+        "chunks are the unit shared out among processes",
+    )
     a = p.parse_args(argv)
+    if a.chunk_lines < 1:
+        raise ConfigError(f"invalid value {a.chunk_lines}: must be >= 1", where="--chunk_lines")
 
     find_model_dir(a.model)  # a wrong --model fails before reading a large input
-    sents, in_fmt = read_input(a.input, a.input_format, a.words_field, a.conll_word_column)
-    out_fmt = a.output_format
-    if out_fmt == "auto":
-        suffix = Path(a.output).suffix.lower() if a.output != "-" else ""
-        out_fmt = (
-            "jsonl"
-            if suffix in (".jsonl", ".json")
-            else "conll"
-            if suffix in [k for k, v in SUFFIXES.items() if v != "json"]
-            else "conll"
-            if in_fmt in ("conll", "conllu")
-            else "jsonl"
-        )
+    stream = open_input(a.input, a.input_format, a.words_field, a.conll_word_column, a.chunk_lines)
+    out_fmt = _output_format(a.output_format, a.output, stream.fmt)
+    shard = Shard.from_env()
+    if shard.world_size > 1:
+        runtime.configure_cpu_threads()  # cores / local processes on CPU, unless the user chose
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     tagger = _load_from_args(a)
+    words = sentences = chunks = 0
     t0 = time.time()
-    tags, scores = tagger.tag([s.words for s in sents], return_scores=True)
+    with process_group(shard), ChunkSink(a.output, shard).open() as sink:
+        for index, (text, first_line) in enumerate(stream.chunks):
+            if not shard.owns(index):
+                continue
+            sents = stream.parse(text, first_line)
+            tags, scores = tagger.tag([s.words for s in sents], return_scores=True)
+            sink.write(format_output(sents, tags, scores if a.scores else None, out_fmt))
+            words += sum(map(len, tags))
+            sentences += len(sents)
+            chunks += 1
+        if shard.world_size > 1:
+            print(f"tagtune predict: rank {shard.rank}: {chunks} chunks, {words} words", file=sys.stderr)
+        words, sentences = total(words, shard), total(sentences, shard)
+        if not words:
+            raise no_words(stream)  # before the output is put in place: an existing file stays as it was
     secs = time.time() - t0
-    write_output(a.output, format_output(sents, tags, scores if a.scores else None, out_fmt))
-    n = sum(len(t) for t in tags)
-    print(
-        f"tagtune predict: {n} words in {len(sents)} sentences ({in_fmt} -> {out_fmt}) in {secs:.2f} s "
-        f"({n / max(secs, 1e-9):.0f} words/s on {tagger.device})" + ("" if a.output == "-" else f" -> {a.output}"),
-        file=sys.stderr,
-    )
+    if shard.rank == 0:
+        print(
+            f"tagtune predict: {words} words in {sentences} sentences ({stream.label} -> {out_fmt}) in {secs:.2f} s "
+            f"({words / max(secs, 1e-9):.0f} words/s, {shard.world_size} process(es) on {tagger.device})"
+            + ("" if a.output == "-" else f" -> {a.output}"),
+            file=sys.stderr,
+        )
     return 0
+
+
+def _output_format(requested: str, output: str, in_fmt: str) -> str:
+    if requested != "auto":
+        return requested
+    suffix = Path(output).suffix.lower() if output != "-" else ""
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if suffix in [k for k, v in SUFFIXES.items() if v != "json"] or in_fmt in ("conll", "conllu"):
+        return "conll"
+    return "jsonl"
 
 
 def _load_labelled(a: argparse.Namespace, tt_cfg: dict[str, Any]) -> tuple[list[Any], str, str]:

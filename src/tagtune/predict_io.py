@@ -7,45 +7,113 @@ text is split by ``text.split_text``). Unlabelled reading: the tag column is not
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from .errors import DataError
-from .readers import ReadOptions, Sentence, detect_format, parse_sentences, read_text
+from .readers import (
+    SNIFF_LINES,
+    SUFFIXES,
+    ReadOptions,
+    Sentence,
+    detect_format,
+    iter_line_chunks,
+    open_bytes,
+    parse_sentences,
+)
 from .text import split_text_lines, tokenizer_name
 
 INPUT_FORMATS = ("auto", "text", "jsonl", "json", "conll", "conllu")
 
 
+# lines per streamed chunk: a few thousand sentences, enough for full, length-sorted batches, and a bounded
+# amount of memory whatever the input's size
+CHUNK_LINES = 20_000
+
+
+@dataclass
+class InputStream:
+    """An input file (or stdin) read lazily as chunks of sentences. A JSON document (a .json array) is
+    one chunk: it cannot be parsed piecewise; JSON Lines, CoNLL(-U) and raw text are streamed."""
+
+    name: str
+    fmt: str  # the parser's format: json, conllu, conll or text
+    label: str  # the format as reported ('text, <sentence splitter>')
+    opts: ReadOptions
+    chunks: Iterator[tuple[str, int]]  # (text, line number of its first line)
+
+    def parse(self, text: str, first_line: int) -> list[Sentence]:
+        """One chunk -> unlabelled sentences, each word checked."""
+        label = "<stdin>" if self.name == "-" else self.name
+        if self.fmt == "text":
+            sents = [Sentence(ws, None, f"{label}:{ln}") for ws, ln in split_text_lines(text, first_line)]
+        else:
+            sents = parse_sentences(text, label, self.fmt, self.opts, tagged=False, first_line=first_line)
+        for s in sents:
+            for j, w in enumerate(s.words):
+                if not w.strip():
+                    raise DataError(f"word {j} is {w!r}: words must be non-empty strings", where=s.where)
+        return sents
+
+
+def _stdin_head() -> tuple[list[bytes | str], Iterator[bytes | str]]:
+    """The first SNIFF_LINES non-blank lines of stdin (what sniffing its format reads) and the rest, unread."""
+    rest = iter(getattr(sys.stdin, "buffer", sys.stdin))  # bytes; text if stdin was replaced by a text stream
+    head: list[bytes | str] = []
+    for line in rest:
+        head.append(line)
+        if sum(1 for x in head if x.strip()) >= SNIFF_LINES:
+            break
+    return head, rest
+
+
+def open_input(
+    name: str, fmt: str = "auto", words_field: str = "words", word_column: int = 0, chunk_lines: int = CHUNK_LINES
+) -> InputStream:
+    """``name`` (a file, or '-' for stdin) as an InputStream; the format from --input_format, the suffix or,
+    for .txt and stdin, the content (only then is the start of the input read ahead)."""
+    lines: Optional[Iterable[bytes | str]] = None
+    sample: bytes | str | None = None
+    sniff = fmt == "auto" and (name == "-" or SUFFIXES.get(Path(name).suffix.lower()) == "sniff")
+    if name == "-":
+        head, rest = _stdin_head() if sniff else ([], iter(getattr(sys.stdin, "buffer", sys.stdin)))
+        sample = b"".join(head) if head and isinstance(head[0], bytes) else "".join(head)
+        lines = itertools.chain(head, rest)
+    else:
+        with open_bytes(Path(name)) as f:  # a missing or unreadable file fails now, with a clear error
+            sample = f.read(1 << 16) if sniff else None
+    if isinstance(sample, bytes):
+        sample = sample.decode("utf-8", errors="replace")
+    fmt = detect_format(name, "json" if fmt == "jsonl" else fmt, sample.removeprefix("\ufeff") if sniff else None)
+    document = fmt == "json" and name.lower().endswith(".json")
+    chunks = iter_line_chunks(name, None if document else chunk_lines, fmt in ("conll", "conllu"), lines)
+    label = f"text, {tokenizer_name()}" if fmt == "text" else fmt
+    opts = ReadOptions(words_field=words_field, conll_word_column=word_column)
+    return InputStream(name, fmt, label, opts, chunks)
+
+
 def read_input(
     name: str, fmt: str = "auto", words_field: str = "words", word_column: int = 0
 ) -> tuple[list[Sentence], str]:
-    """Read ``name`` (a file, or '-' for stdin) -> unlabelled sentences and the format used
-    ('text' names the tokenizer too)."""
-    if name == "-":
-        text, label = sys.stdin.read(), "<stdin>"
-    else:
-        text, label = read_text(Path(name)), name  # clear errors for missing files and bad UTF-8
-    fmt = detect_format(name, "json" if fmt == "jsonl" else fmt, text)
-    if fmt == "text":
-        sents = [Sentence(ws, None, f"{label}:{ln}") for ws, ln in split_text_lines(text)]
-        fmt = f"text, {tokenizer_name()}"
-    else:
-        opts = ReadOptions(words_field=words_field, conll_word_column=word_column)
-        sents = parse_sentences(text, label, fmt, opts, tagged=False)
-    for s in sents:
-        for j, w in enumerate(s.words):
-            if not w.strip():
-                raise DataError(f"word {j} is {w!r}: words must be non-empty strings", where=s.where)
+    """All of ``name`` at once -> unlabelled sentences and the format used ('text' names the tokenizer too)."""
+    stream = open_input(name, fmt, words_field, word_column)
+    sents = [s for text, first in stream.chunks for s in stream.parse(text, first)]
     if not any(s.words for s in sents):
-        raise DataError(
-            f"input has no words to tag (read as {fmt})",
-            where=label,
-            fix="give a non-empty file; check --input_format if the file is not empty",
-        )
-    return sents, fmt
+        raise no_words(stream)
+    return sents, stream.label
+
+
+def no_words(stream: InputStream) -> DataError:
+    return DataError(
+        f"input has no words to tag (read as {stream.fmt})",
+        where="<stdin>" if stream.name == "-" else stream.name,
+        fix="give a non-empty file; check --input_format if the file is not empty",
+    )
 
 
 def multiword_tokens(s: Sentence, tags: list[str]) -> list[dict[str, Any]]:
@@ -82,13 +150,3 @@ def predictions_jsonl(words: list[list[str]], gold: list[list[str]], pred: list[
         json.dumps({"words": w, "labels": g, "tags": p}, ensure_ascii=False) + "\n"
         for w, g, p in zip(words, gold, pred)
     )
-
-
-def write_output(path: str, text: str) -> None:
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        from .outputs import atomic_write_text
-
-        atomic_write_text(path, text)  # a failure never leaves a half-written file

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from .errors import DataError
 
@@ -55,8 +56,7 @@ class Sentence:
     multiword: list[tuple[int, int, str]] = field(default_factory=list)  # CoNLL-U ranges: (first, last, form)
 
 
-def read_text(path: Path) -> str:
-    """A file's text as UTF-8 (a byte-order mark dropped), with located errors."""
+def open_bytes(path: Path) -> BinaryIO:
     if not path.is_file():
         raise DataError(
             f"file not found: {path}",
@@ -64,20 +64,58 @@ def read_text(path: Path) -> str:
             fix="check the path given for train_file/validation_file/test_file, --dataset or --input",
         )
     try:
-        raw = path.read_bytes()
-    except OSError as err:  # permissions, a directory, a vanished network mount
+        return open(path, "rb")
+    except OSError as err:  # permissions, a vanished network mount
         raise DataError(
             f"cannot read file: {err.strerror or err}", where=str(path), fix="check the path and its permissions"
         ) from None
+
+
+def _bad_utf8(err: UnicodeDecodeError, raw: bytes, offset: int, where: str) -> DataError:
+    return DataError(
+        f"invalid UTF-8 at byte offset {offset + err.start} (byte 0x{raw[err.start]:02x}): {err.reason}",
+        where=where,
+        fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+    )
+
+
+def read_text(path: Path) -> str:
+    """A file's text as UTF-8 (a byte-order mark dropped), with located errors."""
+    with open_bytes(path) as f:
+        raw = f.read()
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark some editors write
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"invalid UTF-8 at byte offset {err.start} (byte 0x{raw[err.start]:02x}): {err.reason}",
-            where=f"{path}:{line}",
-            fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-        ) from None
+        raise _bad_utf8(err, raw, 0, f"{path}:{line}") from None
+
+
+def iter_line_chunks(
+    name: str, max_lines: Optional[int], at_blank_line: bool, lines: Optional[Iterable[bytes | str]] = None
+) -> Iterator[tuple[str, int]]:
+    """A file as (text, line number of its first line) chunks of about ``max_lines`` lines, read lazily:
+    memory stays bounded whatever the file's size. ``at_blank_line``: a chunk ends only after a blank line,
+    so a CoNLL sentence never straddles two chunks. ``max_lines`` None: one chunk. ``lines``: read these
+    instead of opening ``name`` (stdin). Errors are located like read_text's."""
+    f = open_bytes(Path(name)) if lines is None else None
+    buf: list[str] = []
+    first, offset = 1, 0
+    try:
+        for lineno, raw in enumerate(f if f is not None else lines, 1):
+            try:
+                line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            except UnicodeDecodeError as err:
+                raise _bad_utf8(err, raw, offset, f"{name}:{lineno}") from None
+            offset += len(raw)
+            buf.append(line.removeprefix("\ufeff") if lineno == 1 else line)
+            if max_lines is not None and len(buf) >= max_lines and (not at_blank_line or not line.strip()):
+                yield "".join(buf), first
+                buf, first = [], lineno + 1
+        if buf:
+            yield "".join(buf), first
+    finally:
+        if f is not None:
+            f.close()
 
 
 def sniff_txt(text: str) -> str:
@@ -167,7 +205,7 @@ def check_record(rec: Any, words_field: str, labels_field: Optional[str], where:
     return Sentence(words, tags, where, extra)
 
 
-def _json_records(text: str, name: str, allow_document: bool) -> list[tuple[Any, str]]:
+def _json_records(text: str, name: str, allow_document: bool, first_line: int = 1) -> list[tuple[Any, str]]:
     stripped = text.lstrip()
     if allow_document and stripped[:1] in ("[", "{"):
         try:
@@ -185,7 +223,7 @@ def _json_records(text: str, name: str, allow_document: bool) -> list[tuple[Any,
                 raise DataError("top-level JSON must be a list of sentence objects", where=name)
             return [(rec, f"{name} (record {i})") for i, rec in enumerate(obj)]
     records = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), first_line):
         if not line.strip():
             continue
         try:
@@ -196,11 +234,17 @@ def _json_records(text: str, name: str, allow_document: bool) -> list[tuple[Any,
 
 
 def parse_json(
-    text: str, name: str, words_field: str = "words", labels_field: Optional[str] = "labels", document: bool = True
+    text: str,
+    name: str,
+    words_field: str = "words",
+    labels_field: Optional[str] = "labels",
+    document: bool = True,
+    first_line: int = 1,
 ) -> list[Sentence]:
     """A JSON array of objects, an object with a 'data' list, or JSON Lines (``document=False``:
     JSON Lines only, so a line that is itself a list of words stays one sentence)."""
-    return [check_record(rec, words_field, labels_field, where) for rec, where in _json_records(text, name, document)]
+    records = _json_records(text, name, document, first_line)
+    return [check_record(rec, words_field, labels_field, where) for rec, where in records]
 
 
 def read_json(path: str, words_field: str = "words", labels_field: Optional[str] = "labels") -> list[Sentence]:
@@ -215,13 +259,13 @@ def read_json(path: str, words_field: str = "words", labels_field: Optional[str]
 CONLLU_COLUMNS = {"upos": 3, "xpos": 4}
 
 
-def parse_conllu(text: str, name: str, tag_column: Optional[str] = "xpos") -> list[Sentence]:
+def parse_conllu(text: str, name: str, tag_column: Optional[str] = "xpos", first_line: int = 1) -> list[Sentence]:
     """FORM is column 2, UPOS 4, XPOS 5; empty nodes (5.1) skipped; multiword ranges (3-4) kept
     aside in ``Sentence.multiword`` while their syntactic words are read."""
     col = CONLLU_COLUMNS[tag_column] if tag_column else None
     out: list[Sentence] = []
-    cur = Sentence([], [] if col else None, f"{name}:1")
-    for lineno, line in enumerate(text.splitlines(), 1):
+    cur = Sentence([], [] if col else None, f"{name}:{first_line}")
+    for lineno, line in enumerate(text.splitlines(), first_line):
         line = line.rstrip("\r")
         if not line.strip():
             if cur.words:
@@ -277,7 +321,9 @@ def read_conllu(path: str, tag_column: Optional[str] = "xpos") -> list[Sentence]
     return parse_conllu(read_text(Path(path)), path, tag_column)
 
 
-def parse_conll(text: str, name: str, word_column: int = 0, tag_column: Optional[int] = -1) -> list[Sentence]:
+def parse_conll(
+    text: str, name: str, word_column: int = 0, tag_column: Optional[int] = -1, first_line: int = 1
+) -> list[Sentence]:
     """Whitespace-separated columns, one token per line, blank line between sentences;
     '-DOCSTART-' skipped. ``tag_column`` -1 is the last column (CoNLL-2003 ``word POS chunk NER``)."""
     cols_used = (word_column,) if tag_column is None else (word_column, tag_column)
@@ -285,8 +331,8 @@ def parse_conll(text: str, name: str, word_column: int = 0, tag_column: Optional
     if tag_column is not None:
         need = max(need, 2)
     out: list[Sentence] = []
-    cur = Sentence([], [] if tag_column is not None else None, f"{name}:1")
-    for lineno, line in enumerate(text.splitlines(), 1):
+    cur = Sentence([], [] if tag_column is not None else None, f"{name}:{first_line}")
+    for lineno, line in enumerate(text.splitlines(), first_line):
         cols = line.split()
         if not cols or cols[0] == "-DOCSTART-":
             if cur.words:
@@ -331,8 +377,11 @@ class ReadOptions:
     conll_tag_column: int = -1
 
 
-def parse_sentences(text: str, name: str, fmt: str, opts: ReadOptions, tagged: bool) -> list[Sentence]:
-    """Text of a known format -> sentences; ``tagged=False`` reads words only."""
+def parse_sentences(
+    text: str, name: str, fmt: str, opts: ReadOptions, tagged: bool, first_line: int = 1
+) -> list[Sentence]:
+    """Text of a known format -> sentences; ``tagged=False`` reads words only. ``first_line``: the line
+    number of the text's first line in its file (a chunk of a streamed file), for error locations."""
     if fmt == "json":
         return parse_json(
             text,
@@ -340,11 +389,12 @@ def parse_sentences(text: str, name: str, fmt: str, opts: ReadOptions, tagged: b
             opts.words_field,
             opts.labels_field if tagged else None,
             document=name.lower().endswith(".json"),
+            first_line=first_line,
         )
     if fmt == "conllu":
-        return parse_conllu(text, name, opts.conllu_tag_column if tagged else None)
+        return parse_conllu(text, name, opts.conllu_tag_column if tagged else None, first_line)
     if fmt == "conll":
-        return parse_conll(text, name, opts.conll_word_column, opts.conll_tag_column if tagged else None)
+        return parse_conll(text, name, opts.conll_word_column, opts.conll_tag_column if tagged else None, first_line)
     raise DataError(
         f"read as {fmt!r}, which has no tags" if fmt == "text" else f"unknown format {fmt!r}",
         where=name,

@@ -70,9 +70,9 @@ def _split_line(line: str) -> Iterator[list[str]]:
         yield [sent[a:b] for a, b in words.span_tokenize(sent)]
 
 
-def split_text_lines(text: str) -> Iterator[tuple[list[str], int]]:
-    """(words, 1-based line number) for every sentence of ``text``."""
-    for lineno, line in enumerate(text.splitlines(), 1):
+def split_text_lines(text: str, first_line: int = 1) -> Iterator[tuple[list[str], int]]:
+    """(words, line number) for every sentence of ``text``, whose first line is line ``first_line``."""
+    for lineno, line in enumerate(text.splitlines(), first_line):
         if not line.strip():
             continue
         for words in _split_line(line):

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from _scaleout_common import GLOBAL_BATCH, check_run, recipe_args
+from _scaleout_common import GLOBAL_BATCH, check_run, recipe_args, threads_report
 from conftest import ROOT, free_port, subprocess_env
 
 from tagtune.rank_report import ENV_VAR, read_rank_reports
@@ -122,6 +122,7 @@ def accelerate_two_nodes(
     other = out.parent / f"{out.name}-node1"
     args = [recipe_args(folder, method, GLOBAL_BATCH // NODES, *extra) for folder in (out, other)]
     cmds = two_node_commands(config, "recipes/smoke.py", args, port)
+    env.setdefault("TAGTUNE_THREADS_REPORT", str(threads_report(out)))  # both nodes' ranks, for check_run
     run_nodes(cmds, [subprocess_env(**{ENV_VAR: str(reports)}, **env)] * NODES, port)
     return out, other
 

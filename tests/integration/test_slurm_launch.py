@@ -14,7 +14,7 @@ import shlex
 import subprocess
 
 from _multinode_common import check_ranks
-from _scaleout_common import GLOBAL_BATCH, check_run, recipe_args, reference
+from _scaleout_common import GLOBAL_BATCH, check_run, recipe_args, reference, threads_report
 from conftest import ROOT, free_port, subprocess_env
 
 from tagtune.rank_report import ENV_VAR
@@ -34,6 +34,7 @@ def test_slurm_script_starts_two_nodes(tmp_path, tmp_path_factory):
         TAGTUNE_MAIN_ADDR="127.0.0.1",
         FAKE_SRUN_WAIT_PORT=str(port),
         ACCELERATE_USE_CPU="1",  # CPU DDP over gloo (a GPU cluster leaves it unset)
+        TAGTUNE_THREADS_REPORT=str(threads_report(out)),  # every rank, for check_run
         **{ENV_VAR: str(reports)},
     )
     script = ROOT / "launch" / "slurm_multinode.sbatch"
