@@ -13,7 +13,9 @@ with first-sub-token labels, ``Trainer`` + ``DataCollatorForTokenClassification`
 checked against), (c) with the Trainer's defaults (for reference). All get the same model, data,
 hyperparameters and seed. Each run is its own process tree, so peak RSS is per path; the paths
 alternate (c b a, a b c, ...) so a busy machine slows all alike. Throughput counts real sub-tokens
-only (no padding). Writes bench.json and bench.md.
+only (no padding). Then (unless --no_predict) the model the tagtune run saved tags the validation
+sentences with `tagtune predict` and with transformers' pipeline("token-classification")
+(bench_predict.py): words/s side by side, and the tags must be identical. Writes bench.json and bench.md.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from . import bench_predict
 from .errors import ConfigError, TagtuneError
 
 PATHS = ("tagtune", "grouped", "baseline")
@@ -79,6 +82,7 @@ class BenchSpec:
     dataloader_num_workers: int = 0
     threads: Optional[int] = None  # torch threads per worker process; default torch's own choice
     ablation: Optional[str] = None  # path (a) with one optimisation switched off (see ABLATIONS)
+    save_model: bool = False  # the last tagtune run saves its model (after its timings) for the inference bench
 
 
 # ----------------------------------------------------------------------------------------
@@ -244,6 +248,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{row['train_tokens_per_s'] / g['train_tokens_per_s']:.2f}x / "
                 f"{row['eval_words_per_s'] / g['eval_words_per_s']:.2f}x |"
             )
+    if report.get("predict"):
+        lines += ["", bench_predict.markdown(report["predict"]).rstrip()]
     if report.get("floors"):
         lines += [
             "",
@@ -282,7 +288,7 @@ def _train_kwargs(spec: BenchSpec, workdir: Path, **overrides: Any) -> dict[str,
         torch_compile=spec.torch_compile,
         dataloader_num_workers=spec.dataloader_num_workers,
         report_to="none",
-        save_model=False,
+        save_model=spec.save_model,
         checkpoint_epoch_end=False,  # the baseline saves nothing either
         output_dir=str(workdir / "run"),
         overwrite_output_dir=True,
@@ -785,11 +791,15 @@ def run_bench(
     peak_tflops: Optional[float] = None,
     timeout: int = 3600,
     log=print,
+    compare_predict: bool = True,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()[0]
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
     jobs = [(p, spec) for p in _order(list(PATHS), repeats)]
+    if compare_predict:  # the last tagtune run keeps its model for the inference comparison
+        last = max(i for i, (p, _) in enumerate(jobs) if p == "tagtune")
+        jobs[last] = ("tagtune", BenchSpec(**{**asdict(spec), "save_model": True}))
     jobs += [(f"ablation-{name}", BenchSpec(**{**asdict(spec), "ablation": name})) for name in ablations]
     abl: dict[str, dict[str, Any]] = {}
     for i, (name, s) in enumerate(jobs):
@@ -804,8 +814,18 @@ def run_bench(
             abl[name.split("-", 1)[1]] = r
         else:
             runs[name].append(r)
+    predict = None
+    if compare_predict:
+        log("[bench] inference: tagtune predict vs pipeline('token-classification') ...")
+        run_dir = next(p for p in sorted(out.glob("*-tagtune")) if (p / "run" / "model").is_dir()) / "run"
+        sentences = [json.loads(x)["words"] for x in (run_dir / "eval_predictions.jsonl").read_text().splitlines()]
+        predict = bench_predict.compare(
+            run_dir / "model", sentences, out / "predict", spec.eval_batch_size, _worker_env()
+        )
     load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     report = assemble(spec, runs, abl, command, peak_tflops, load)
+    if predict is not None:
+        report["predict"] = predict
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     (out / "bench.md").write_text(markdown(report))
     return report
@@ -902,6 +922,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "--allow_cpu", action="store_true", help="let the gpu preset run on CPU (checks the code path only)"
     )
     p.add_argument("--torch_compile", action="store_true", help="torch.compile in both paths")
+    p.add_argument(
+        "--no_predict",
+        action="store_true",
+        help="skip the inference comparison (tagtune predict vs pipeline('token-classification'))",
+    )
     p.add_argument("--timeout", type=int, default=3600, help="seconds per path before it is stopped")
     for name, typ in (
         ("max_steps", int),
@@ -938,6 +963,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         command="tagtune bench " + " ".join(argv),
         peak_tflops=args.peak_tflops,
         timeout=args.timeout,
+        compare_predict=not args.no_predict,
     )
     print(markdown(report))
     print(f"written: {out / 'bench.json'}, {out / 'bench.md'}")

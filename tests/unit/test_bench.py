@@ -162,3 +162,20 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
         assert f"{ratio:.2f}x" in md
     assert f"| training sub-tokens/s (real, no padding) | {js['tagtune']['train_tokens_per_s']:,.0f} |" in md
     assert "floors" not in js  # floors are for the cpu preset on real data
+
+    # inference: the saved model tagged the same 40 sentences through tagtune predict and the pipeline
+    pred = js["predict"]
+    assert pred["sentences"] == 40 and pred["words"] == eval_words
+    assert pred["identical_tags"] is True and pred["mismatched"] == []
+    assert set(pred["words_per_s"]) == {"tagtune predict", "pipeline, batch_size=1", "pipeline, batch_size=32"}
+    best = max(v for k, v in pred["words_per_s"].items() if k.startswith("pipeline"))
+    assert pred["ratio"] == pytest.approx(pred["words_per_s"]["tagtune predict"] / best)
+    assert f"{pred['ratio']:.2f}x, floor 3x" in md
+
+
+def test_first_subtoken_tags_maps_the_pipelines_sub_tokens_to_words():
+    from tagtune.bench_predict import first_subtoken_tags
+
+    entities = [{"index": i, "entity": t} for i, t in enumerate(["X", "DT", "NN", "NN-cont", "VBD", "Y"])]
+    # [CLS] the cat ##s ran [SEP]: word 1 has two sub-tokens; the second's label is not the word's
+    assert first_subtoken_tags(entities, [None, 0, 1, 1, 2, None]) == ["DT", "NN", "VBD"]
