@@ -122,7 +122,7 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
 
     out = tmp_path / "b"
     cmd = [sys.executable, "-m", "tagtune.cli", "bench", "--preset", "tiny", "--max_steps", "3"]
-    cmd += ["--max_eval_samples", "40", "--out", str(out)]
+    cmd += ["--max_eval_samples", "40", "--out", str(out), "--ablations", "lora"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     js = json.loads((out / "bench.json").read_text())
@@ -163,6 +163,10 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
     assert f"| training sub-tokens/s (real, no padding) | {js['tagtune']['train_tokens_per_s']:,.0f} |" in md
     assert "floors" not in js  # floors are for the cpu preset on real data
 
+    # the LoRA row: the same batches as full fine-tuning, with far fewer trainable parameters
+    lora = js["ablations"]["lora"]
+    assert lora["steps"] == 3 and lora["train_tokens"] == js["tagtune"]["train_tokens"]
+    assert "| LoRA instead of full fine-tuning" in md
     # inference: the saved model tagged the same 40 sentences through tagtune predict and the pipeline
     pred = js["predict"]
     assert pred["sentences"] == 40 and pred["words"] == eval_words
