@@ -49,11 +49,15 @@ def process_group(shard: Shard, timeout_s: int = 1800) -> Iterator[None]:
         return
     import torch.distributed as dist
 
+    from . import runtime
+
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
     try:
         yield
     finally:
+        before = runtime.live_comm_threads()
         dist.destroy_process_group()
+        runtime.release_process_groups(before)  # threads joined before exit (see runtime.shutdown)
 
 
 def total(value: int, shard: Shard) -> int:

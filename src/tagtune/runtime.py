@@ -350,6 +350,14 @@ def shutdown(accelerator: Any) -> list[str]:
     state = getattr(accelerator, "state", None)
     if state is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         state.destroy_process_group()
+    return release_process_groups(before)
+
+
+def release_process_groups(before: list[str]) -> list[str]:
+    """After destroy_process_group(): release the groups pinned in default arguments, collect, and check that
+    no gloo thread is left (``before``: those alive before the teardown, for the report). Every process that
+    made a group ends through here: the trainer's shutdown and a multi-process `tagtune predict`.
+    Writes one line per rank to $TAGTUNE_THREADS_REPORT when set; returns the threads still alive."""
     if torch.distributed.is_available():
         _unpin_default_arguments()
     gc.collect()

@@ -131,7 +131,8 @@ def test_two_processes_share_the_chunks_and_write_one_output_in_order(launcher, 
         launch += ["--main_process_port", str(free_port()), "-m"]
     args = ["tagtune.cli", "predict", "--model", str(smoke_run), "--input", str(corpus["jsonl"])]
     args += ["--output", str(out), "--chunk_lines", "25"]
-    proc = run_cmd(launch + (["-m"] if launcher == "torchrun" else []) + args)
+    report = tmp_path / "threads.jsonl"
+    proc = run_cmd(launch + (["-m"] if launcher == "torchrun" else []) + args, TAGTUNE_THREADS_REPORT=str(report))
     err = proc.stderr
     counts = {}
     for rank in (0, 1):
@@ -142,6 +143,9 @@ def test_two_processes_share_the_chunks_and_write_one_output_in_order(launcher, 
     assert "2 process(es)" in err
     assert out.read_text() == single.read_text()
     assert [p.name for p in out.parent.iterdir()] == ["two.jsonl"]  # no part file left
+    ranks = [json.loads(line) for line in report.read_text().splitlines()]  # a clean exit: group really gone
+    assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["after"] == [] for r in ranks), ranks
+    assert all("pt_gloo_runloop" in r["before"] for r in ranks), ranks
 
 
 def test_a_json_document_is_one_chunk_and_several_processes_need_an_output_file(corpus, tmp_path):
