@@ -3,7 +3,7 @@
 The input is read in chunks (predict_io.InputStream); chunk i is tagged by process i % world_size, and the
 output is written as the chunks are tagged, in input order, so memory stays bounded whatever the input's
 size. One process writes straight to the output (stdout, or a file renamed into place at the end). Several
-processes (`accelerate launch -m tagtune.predict_cli ...`, `torchrun -m ...`) each write their chunks to a
+processes (`accelerate launch --multi_gpu --num_processes N -m tagtune.cli predict ...`, `torchrun ... -m tagtune.cli predict ...`) each write their chunks to a
 part file beside the output; after a barrier, rank 0 joins the parts in input order into the output and
 removes them. Nothing is left behind on failure, and an existing output file is replaced only on success.
 """
