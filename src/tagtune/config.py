@@ -179,6 +179,12 @@ class TrainConfig:
     )
     torch_compile: bool = _help("Wrap the model in torch.compile (GPU; first steps are slower).", default=False)
     dataloader_num_workers: int = _help("Data-loader worker processes (GPU runs benefit; 0 on CPU).", default=0)
+    micro_batch_tokens: Optional[int] = _help(
+        "Run a training batch of more padded sub-tokens (sentences x length) than this as several forward/backward "
+        "passes before its one optimizer step, with the same gradient: bounds the activation memory of the longest "
+        "batches. Empty = 1024 on CPU, never on GPU; 0 = never. Not under DeepSpeed (its own micro-steps).",
+        default=None,
+    )
 
     ddp_timeout: int = _help(
         "Seconds a process waits in a collective (all-reduce, barrier, gather) before failing with an error, "
@@ -270,6 +276,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 0:
+            bad("micro_batch_tokens", "must be >= 0 (0 = never split a batch)")
         for name in ("warmup_ratio", "lora_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, "must be in [0, 1)")

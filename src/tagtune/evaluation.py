@@ -11,6 +11,7 @@ import torch
 
 from .features import Features
 from .metrics import compute_metrics
+from .microbatch import MODEL_INPUTS
 
 
 @dataclass
@@ -29,9 +30,6 @@ class EvalResult:
     metrics: dict[str, Any]
     gold: list[list[str]]
     pred: list[list[str]]
-
-
-MODEL_INPUTS = ("input_ids", "attention_mask")
 
 
 def _gather_positions(

@@ -49,7 +49,7 @@ class InputStream:
 
     def parse(self, text: str, first_line: int) -> list[Sentence]:
         """One chunk -> unlabelled sentences, each word checked."""
-        label = "<stdin>" if self.name == "-" else self.name
+        label = _display_name(self.name)
         if self.fmt == "text":
             sents = [Sentence(ws, None, f"{label}:{ln}") for ws, ln in split_text_lines(text, first_line)]
         else:
@@ -61,13 +61,23 @@ class InputStream:
         return sents
 
 
+def _stdin_lines() -> Iterator[bytes | str]:
+    return iter(getattr(sys.stdin, "buffer", sys.stdin))  # bytes; text if stdin was replaced by a text stream
+
+
+def _display_name(name: str) -> str:
+    return "<stdin>" if name == "-" else name
+
+
 def _stdin_head() -> tuple[list[bytes | str], Iterator[bytes | str]]:
     """The first SNIFF_LINES non-blank lines of stdin (what sniffing its format reads) and the rest, unread."""
-    rest = iter(getattr(sys.stdin, "buffer", sys.stdin))  # bytes; text if stdin was replaced by a text stream
+    rest = _stdin_lines()
     head: list[bytes | str] = []
+    non_blank = 0
     for line in rest:
         head.append(line)
-        if sum(1 for x in head if x.strip()) >= SNIFF_LINES:
+        non_blank += bool(line.strip())
+        if non_blank >= SNIFF_LINES:
             break
     return head, rest
 
@@ -81,7 +91,7 @@ def open_input(
     sample: bytes | str | None = None
     sniff = fmt == "auto" and (name == "-" or SUFFIXES.get(Path(name).suffix.lower()) == "sniff")
     if name == "-":
-        head, rest = _stdin_head() if sniff else ([], iter(getattr(sys.stdin, "buffer", sys.stdin)))
+        head, rest = _stdin_head() if sniff else ([], _stdin_lines())
         sample = b"".join(head) if head and isinstance(head[0], bytes) else "".join(head)
         lines = itertools.chain(head, rest)
     else:
@@ -111,7 +121,7 @@ def read_input(
 def no_words(stream: InputStream) -> DataError:
     return DataError(
         f"input has no words to tag (read as {stream.fmt})",
-        where="<stdin>" if stream.name == "-" else stream.name,
+        where=_display_name(stream.name),
         fix="give a non-empty file; check --input_format if the file is not empty",
     )
 

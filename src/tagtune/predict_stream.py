@@ -83,10 +83,13 @@ class ChunkSink:
     _out: TextIO | None = None
     _sizes: list[int] = field(default_factory=list)  # this process's chunks, in order: characters each
 
+    def part_path(self, rank: int) -> Path:
+        out = Path(self.output)
+        return out.parent / f".{out.name}.part-{rank}-of-{self.shard.world_size}"
+
     @property
     def part(self) -> Path:
-        out = Path(self.output)
-        return out.parent / f".{out.name}.part-{self.shard.rank}-of-{self.shard.world_size}"
+        return self.part_path(self.shard.rank)
 
     def write(self, text: str) -> None:
         self._out.write(text)
@@ -122,7 +125,7 @@ class ChunkSink:
     def _join(self) -> None:
         """Rank 0: chunk i is the (i // world)-th chunk of rank i % world's part; copy them in input order."""
         world = self.shard.world_size
-        parts = [Path(str(self.part).replace(f".part-0-of-{world}", f".part-{r}-of-{world}")) for r in range(world)]
+        parts = [self.part_path(r) for r in range(world)]
         sizes = [json.loads(_index(p).read_text()) for p in parts]
         files = [open(p, encoding="utf-8") for p in parts]
         try:

@@ -28,9 +28,10 @@ from . import optim, runtime, tracking
 from .config import TrainConfig
 from .data import Corpus, load_corpus
 from .errors import TagtuneError
-from .evaluation import MODEL_INPUTS, EvalResult, Scoring, evaluate
+from .evaluation import EvalResult, Scoring, evaluate
 from .features import Collator, FeatureDataset, Features, LengthGroupedBatchSampler, cached_features, load_tokenizer
-from .metrics import confusion, label_distribution, primary_metric
+from .metrics import confusion, label_distribution, load_libraries, primary_metric
+from .microbatch import forward_backward, resolve_micro_batch_tokens
 from .modeling import ParamCounts, build_model, count_parameters, resolve_model_path
 from .outputs import (
     RUN_MARKER,
@@ -203,6 +204,8 @@ class TrainingRecipe:
                 cache, [s.words for s in c.eval], [s.tags for s in c.eval], self.tokenizer, c.label2id, **kw
             )
         self.feature_cache = {"train": train_hit, "eval": eval_hit}
+        if self.corpus.eval:
+            load_libraries()
         logger.info("features: train %s, eval %s (cache %s)", train_hit, eval_hit, cache)
         n = acc.num_processes
         loader_kw = dict(
@@ -294,6 +297,11 @@ class TrainingRecipe:
         self.model, self.optimizer, self.train_dl, self.eval_dl, self.scheduler = acc.prepare(
             self.model, self.optimizer, self.train_dl, self.eval_dl, self.scheduler
         )
+        self.micro_batch_tokens = resolve_micro_batch_tokens(
+            cfg.micro_batch_tokens, acc.device.type, deepspeed=acc.distributed_type == DistributedType.DEEPSPEED
+        )
+        if self.micro_batch_tokens:
+            logger.info("batches over %d padded sub-tokens run in parts (micro_batch_tokens)", self.micro_batch_tokens)
         self.totals = Totals(acc.device)
         self.health = ckpt.LossHealth(acc.device)
         self.overflow = ckpt.OverflowCounter(acc)  # fp16 steps skipped by loss scaling
@@ -403,8 +411,7 @@ class TrainingRecipe:
         acc, cfg = self.accelerator, self.cfg
         grad_norm = None
         with acc.accumulate(self.model):
-            loss = self.model(**{k: batch[k] for k in MODEL_INPUTS}, labels=batch["labels"]).loss
-            acc.backward(loss)
+            loss = forward_backward(self.model, batch, self.micro_batch_tokens, acc)
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             if acc.sync_gradients:
@@ -414,7 +421,7 @@ class TrainingRecipe:
                 self.overflow.after_step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        d = loss.detach().float()
+        d = loss
         self.health.update(d)
         self.totals.add(d, batch)
         return grad_norm

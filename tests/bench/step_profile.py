@@ -14,6 +14,38 @@ import statistics
 import tempfile
 import time
 
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def gemm_peak(dtype, n: int = 2048, reps: int = 10) -> float:
+    """FLOPS of one large square matmul on this machine's threads: what the step's matmuls can reach."""
+    import torch
+
+    x, y = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        x @ y
+    t = time.perf_counter()
+    for _ in range(reps):
+        x @ y
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def roofline(prof, precision: str) -> str:
+    """How much of the profiled step is matmul, at what rate, against the GEMM peak: the same-precision bound."""
+    import torch
+
+    rows = [e for e in prof.key_averages() if e.key in MATMULS]
+    mm_us = sum(e.self_cpu_time_total for e in rows)
+    flops = sum(e.flops for e in rows)
+    step_us = sum(e.self_cpu_time_total for e in prof.key_averages())
+    peak = gemm_peak(torch.bfloat16 if precision == "bf16" else torch.float32)
+    rate = flops / (mm_us * 1e-6) if mm_us else 0.0
+    return (
+        f"matmuls (mm, addmm, bmm): {100 * mm_us / step_us:.0f}% of the step's CPU time, {rate / 1e9:.0f} GFLOPS; "
+        f"a 2048^3 matmul here: {peak / 1e9:.0f} GFLOPS ({100 * rate / peak:.0f}% of it); everything else: "
+        f"{(step_us - mm_us) / 1e3:.0f} ms of {step_us / 1e3:.0f} ms"
+    )
+
 
 def main() -> int:
     p = argparse.ArgumentParser()
@@ -66,7 +98,7 @@ def main() -> int:
             recipe._step(batch)
             times.append(time.perf_counter() - t)
             tokens += int(batch["attention_mask"].sum())
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
             recipe._step(next(batches))
         print(
             f"{a.method} {a.precision}: {recipe.counts.line()}; {torch.get_num_threads()} threads; "
@@ -74,6 +106,7 @@ def main() -> int:
             f"{tokens / sum(times):,.0f} real sub-tokens/s; load {os.getloadavg()[0]:.1f}"
         )
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        print(roofline(prof, a.precision))
         if a.trace:
             prof.export_chrome_trace(a.trace)
     finally:

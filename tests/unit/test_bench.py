@@ -99,6 +99,44 @@ def test_gpu_report_prints_mfu_and_the_peak_it_used():
     assert "989 TFLOPS (H100 SXM dense bf16/fp16)" in md and f"{100 * expected:.1f}%" in md and "floors" not in rep
 
 
+def test_cpu_bf16_report_checks_the_floor_against_the_grouped_trainer_in_fp32():
+    spec = bench.BenchSpec(preset="cpu", model="m", train_file="t", validation_file="v", precision="bf16")
+    bf16 = dict(precision="bf16", peak_memory_bytes=2**30)
+    runs = {
+        "tagtune": [bench.rates(raw(train_time_s=1.0, accuracy=0.900, **bf16))],
+        "grouped": [bench.rates(raw(train_time_s=1.1, **bf16))],
+        "baseline": [bench.rates(raw(train_time_s=2.0, **bf16))],
+    }
+    fp32 = bench.rates(raw(train_time_s=1.9, accuracy=0.902, precision="no"))
+    rep = bench.assemble(spec, runs, {}, "tagtune bench --preset cpu", fp32_ref=fp32)
+    assert rep["ratios_fp32"]["train_tokens_per_s"] == pytest.approx(1.9)
+    assert rep["floors"]["bf16 train_tokens_per_s >= 1.8x grouped fp32"] is True
+    assert rep["floors"]["bf16 accuracy within 0.3 points of grouped fp32"] is True  # -0.2 points
+    assert rep["floors"]["train_tokens_per_s >= 1.3x"] is False  # 1.1x against the grouped Trainer in bf16
+    md = bench.markdown(rep)
+    assert "| tagtune bf16 / Trainer fp32 | | **1.90x** |" in md and "-0.20 points" in md
+    slow = bench.assemble(spec, runs, {}, "", fp32_ref=bench.rates(raw(train_time_s=1.7, precision="no")))
+    assert slow["floors"]["bf16 train_tokens_per_s >= 1.8x grouped fp32"] is False  # 1.7x
+    # without an fp32 reference (fp32 runs) there is no such floor
+    assert "grouped_fp32" not in bench.assemble(spec, runs, {}, "")
+
+
+def test_auto_precision_on_cpu(monkeypatch):
+    """auto: bf16 for the cpu preset where the CPU computes bf16 natively, else fp32; tiny always fp32."""
+    import torch
+
+    from tagtune import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU rule, on any machine
+    for native, preset, expected in [
+        (True, "cpu", "bf16"),
+        (False, "cpu", "no"),
+        (True, "tiny", "no"),
+    ]:
+        monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda native=native: native)
+        assert bench._device_precision(preset) == ("cpu", expected)
+
+
 def test_bad_data_dir_and_gpu_preset_without_gpu(tmp_path):
     with pytest.raises(ConfigError) as err:
         bench.ewt_files(str(tmp_path))

@@ -53,3 +53,34 @@ def test_confusion_and_distribution():
 def test_length_mismatch_rejected():
     with pytest.raises(ValueError):
         token_accuracy(["A"], ["A", "B"])
+
+
+def test_scores_match_the_libraries_on_a_random_split():
+    """per_tag_scores (one pass on ids) and seqeval_report_compatible (one pass) give exactly what
+    scikit-learn's and seqeval's own functions give on the string tags, tags seen only in pred included."""
+    import random
+
+    from seqeval.metrics import f1_score, precision_score, recall_score
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from tagtune.metrics import per_tag_scores, seqeval_report_compatible
+
+    rng = random.Random(3)
+    tags = ["NN", "VB", "IN", "B-NP", "I-NP", "O", "$"]
+    gold = [[rng.choice(tags[:-1]) for _ in range(rng.randint(1, 12))] for _ in range(300)]
+    pred = [[t if rng.random() < 0.7 else rng.choice(tags) for t in s] for s in gold]
+    g = [t for s in gold for t in s]
+    p = [t for s in pred for t in s]
+    ours = per_tag_scores(g, p)
+    labels = sorted(set(g) | set(p))
+    assert "$" in labels and "$" not in g
+    for avg in ("macro", "weighted"):
+        ref = precision_recall_fscore_support(g, p, labels=labels, average=avg, zero_division=0)
+        assert [ours[avg][k] for k in ("precision", "recall", "f1")] == pytest.approx(ref[:3], abs=1e-12)
+    ref = precision_recall_fscore_support(g, p, labels=labels, zero_division=0)
+    assert [ours["per_tag"][t]["f1"] for t in labels] == pytest.approx(list(ref[2]), abs=1e-12)
+    assert [ours["per_tag"][t]["support"] for t in labels] == list(ref[3])
+    sq = seqeval_report_compatible(gold, pred)
+    assert sq["precision"] == pytest.approx(precision_score(gold, pred), abs=1e-12)
+    assert sq["recall"] == pytest.approx(recall_score(gold, pred), abs=1e-12)
+    assert sq["f1"] == pytest.approx(f1_score(gold, pred), abs=1e-12)

@@ -1,0 +1,93 @@
+"""A batch run in parts has the gradient and loss of one pass; only oversized batches are split."""
+
+import pytest
+import torch
+from accelerate import Accelerator
+from transformers import BertConfig, BertForTokenClassification
+
+from tagtune import TrainConfig
+from tagtune.errors import ConfigError
+from tagtune.microbatch import CPU_DEFAULT_TOKENS, forward_backward, resolve_micro_batch_tokens, split_batch
+
+
+def _batch(rows: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(rows, length, dtype=torch.long)
+    lengths = torch.randint(3, length + 1, (rows,), generator=g)
+    lengths[0] = length
+    for i, n in enumerate(lengths.tolist()):
+        mask[i, n:] = 0
+    labels = torch.randint(0, 5, (rows, length), generator=g)
+    labels[mask == 0] = -100
+    labels[:, 0] = -100  # [CLS]
+    labels[:, 2::3] = -100  # non-first sub-tokens
+    return {
+        "input_ids": torch.randint(5, 99, (rows, length), generator=g) * mask,
+        "attention_mask": mask,
+        "labels": labels,
+        "word_ids": torch.where(labels >= 0, 0, -1),
+        "sent_ids": torch.arange(rows),
+    }
+
+
+def _model() -> BertForTokenClassification:
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=5,
+        hidden_dropout_prob=0.0,  # no dropout: one pass and parts must agree to rounding
+        attention_probs_dropout_prob=0.0,
+    )
+    return BertForTokenClassification(cfg)
+
+
+def _grads(model: torch.nn.Module, batch: dict, max_tokens: int) -> tuple[float, list[torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss = forward_backward(model, batch, max_tokens, Accelerator(cpu=True))
+    return float(loss), [p.grad.clone() for p in model.parameters()]
+
+
+def test_split_sizes_and_untouched_batches():
+    batch = _batch(16, 40)
+    assert split_batch(batch, 0) == [batch]  # 0: never
+    assert split_batch(batch, 16 * 40) == [batch]  # at the budget: one pass, the same tensors
+    parts = split_batch(batch, 100)  # 2 sentences of 40 per part
+    assert [p["input_ids"].shape[0] for p in parts] == [2] * 8
+    # as even as possible: 16 sentences, at most 6 per part -> 3 parts of 5, 5, 6 (not 6, 6, 4)
+    assert [p["input_ids"].shape[0] for p in split_batch(batch, 240)] == [5, 5, 6]
+    assert torch.equal(torch.cat([p["labels"] for p in parts]), batch["labels"])
+    assert torch.equal(torch.cat([p["sent_ids"] for p in parts]), batch["sent_ids"])
+    # a budget below one sentence still makes progress: one sentence per part
+    assert len(split_batch(batch, 10)) == 16
+
+
+@pytest.mark.parametrize("max_tokens", [100, 20, 200])  # 5, 1 and 10 (+2) sentences per part
+def test_parts_have_the_one_pass_gradient_and_loss(max_tokens):
+    model, batch = _model(), _batch(12, 20, seed=1)
+    whole_loss, whole = _grads(model, batch, 0)
+    part_loss, parts = _grads(model, batch, max_tokens)
+    assert len(split_batch(batch, max_tokens)) > 1
+    assert part_loss == pytest.approx(whole_loss, rel=1e-5)
+    for a, b in zip(whole, parts):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # and the one-pass loss is the model's own mean over labelled positions
+    with torch.no_grad():
+        hf = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert whole_loss == pytest.approx(float(hf), rel=1e-5)
+
+
+def test_budget_resolution():
+    assert resolve_micro_batch_tokens(None, "cpu", deepspeed=False) == CPU_DEFAULT_TOKENS
+    assert resolve_micro_batch_tokens(None, "cuda", deepspeed=False) == 0
+    assert resolve_micro_batch_tokens(512, "cuda", deepspeed=False) == 512
+    assert resolve_micro_batch_tokens(0, "cpu", deepspeed=False) == 0
+    assert resolve_micro_batch_tokens(512, "cpu", deepspeed=True) == 0  # DeepSpeed: its own micro-steps
+
+
+def test_negative_budget_is_refused_with_the_field_named():
+    with pytest.raises(ConfigError, match="micro_batch_tokens"):
+        TrainConfig(model_name_or_path="m", train_file="t.conllu", micro_batch_tokens=-1)
