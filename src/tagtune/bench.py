@@ -83,6 +83,7 @@ class BenchSpec:
     threads: Optional[int] = None  # torch threads per worker process; default torch's own choice
     ablation: Optional[str] = None  # path (a) with one optimisation switched off (see ABLATIONS)
     save_model: bool = False  # the last tagtune run saves its model (after its timings) for the inference bench
+    omp_wait_policy: Optional[str] = None  # OMP_WAIT_POLICY for every path; None: the environment's, as users run
 
 
 # ----------------------------------------------------------------------------------------
@@ -205,7 +206,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"# tagtune bench --preset {report['spec']['preset']}",
         "",
         f"{env['date']} · {env['device']} · torch {env['torch']} · transformers {env['transformers']} · "
-        f"accelerate {env['accelerate']} · 1-minute load average {env.get('load', 'n/a')}",
+        f"accelerate {env['accelerate']} · OMP_WAIT_POLICY {env.get('omp_wait_policy', 'n/a')} · "
+        f"1-minute load average {env.get('load', 'n/a')}",
         "",
         f"Model `{report['model_name']}` ({a['params']:,} parameters); {report['data_name']}; "
         f"{a['steps']} optimizer steps of {report['spec']['train_batch_size']} sentences, evaluation on {a['eval_words']:,} words; "
@@ -758,6 +760,8 @@ def build_spec(args: argparse.Namespace) -> BenchSpec:
             kw[name] = v
     if args.torch_compile:
         kw["torch_compile"] = True
+    if getattr(args, "omp_wait_policy", None):
+        kw["omp_wait_policy"] = args.omp_wait_policy
     return BenchSpec(
         preset=args.preset,
         model=model,
@@ -767,7 +771,7 @@ def build_spec(args: argparse.Namespace) -> BenchSpec:
     )
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(omp_wait_policy: Optional[str] = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         HF_HUB_OFFLINE="1",
@@ -779,9 +783,11 @@ def _worker_env() -> dict[str, str]:
     )
     for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)  # each path is one plain process
-    # On a CPU shared with other jobs, OpenMP threads that spin while waiting slow every op several-fold,
-    # at random; waiting passively keeps both paths' timings comparable (an explicit setting wins).
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Unset by default, as users run: OpenMP threads spin briefly before sleeping, which bf16's many short
+    # ops need (PASSIVE cost tagtune 25-30% of its bf16 training rate on a quiet machine). On a CPU shared
+    # with other jobs, spinning threads slow every op at random: --omp_wait_policy passive.
+    if omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = omp_wait_policy.upper()
     return env
 
 
@@ -797,7 +803,8 @@ def run_path(path: str, spec: BenchSpec, workdir: Path, timeout: int) -> dict[st
         cmd = [sys.executable, "-m", "tagtune.bench", "--_worker", path, str(spec_file), str(result_file)]
     t = time.time()
     with open(log_file, "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_worker_env(), timeout=timeout)
+        env = _worker_env(spec.omp_wait_policy)
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout)
     if proc.returncode != 0 or not result_file.is_file():
         tail = log_file.read_text()[-3000:]
         raise TagtuneError(
@@ -860,7 +867,7 @@ def run_bench(
         run_dir = next(p for p in sorted(out.glob("*-tagtune")) if (p / "run" / "model").is_dir()) / "run"
         sentences = [json.loads(x)["words"] for x in (run_dir / "eval_predictions.jsonl").read_text().splitlines()]
         predict = bench_predict.compare(
-            run_dir / "model", sentences, out / "predict", spec.eval_batch_size, _worker_env()
+            run_dir / "model", sentences, out / "predict", spec.eval_batch_size, _worker_env(spec.omp_wait_policy)
         )
     load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     report = assemble(spec, runs, abl, command, peak_tflops, load, fp32_ref)
@@ -911,6 +918,9 @@ def assemble(
             "transformers": transformers.__version__,
             "accelerate": accelerate.__version__,
             "threads": {p: row.get("torch_threads") for p, row in (("tagtune", a), ("grouped", g), ("baseline", b))},
+            "omp_wait_policy": _worker_env(spec.omp_wait_policy).get(
+                "OMP_WAIT_POLICY", "unset (libgomp: spin, then sleep)"
+            ),
             "load": load,
             "python": sys.version.split()[0],
         },
@@ -975,6 +985,13 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "--no_predict",
         action="store_true",
         help="skip the inference comparison (tagtune predict vs pipeline('token-classification'))",
+    )
+    p.add_argument(
+        "--omp_wait_policy",
+        choices=["passive", "active"],
+        default=None,
+        help="OMP_WAIT_POLICY for every path (default: the environment's, as users run; passive on a CPU "
+        "shared with other jobs, where spinning threads slow each other at random)",
     )
     p.add_argument("--timeout", type=int, default=3600, help="seconds per path before it is stopped")
     for name, typ in (

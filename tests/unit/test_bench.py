@@ -221,3 +221,14 @@ def test_first_subtoken_tags_maps_the_pipelines_sub_tokens_to_words():
     entities = [{"index": i, "entity": t} for i, t in enumerate(["X", "DT", "NN", "NN-cont", "VBD", "Y"])]
     # [CLS] the cat ##s ran [SEP]: word 1 has two sub-tokens; the second's label is not the word's
     assert first_subtoken_tags(entities, [None, 0, 1, 1, 2, None]) == ["DT", "NN", "VBD"]
+
+
+def test_openmp_wait_policy_is_the_users_unless_asked(monkeypatch):
+    """Workers run with the environment's OMP_WAIT_POLICY (as users run); --omp_wait_policy sets it."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert "OMP_WAIT_POLICY" not in bench._worker_env()
+    assert bench._worker_env("passive")["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert bench._worker_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+    args = bench.parse_args(["--preset", "tiny", "--omp_wait_policy", "passive"])
+    assert bench.build_spec(args).omp_wait_policy == "passive"
