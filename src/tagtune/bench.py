@@ -605,7 +605,7 @@ def _device_precision(preset: str) -> tuple[str, str]:
 
     from .runtime import cpu_bf16_supported
 
-    if not torch.cuda.is_available():
+    if not _on_gpu():
         return "cpu", "bf16" if preset == "cpu" and cpu_bf16_supported() else "no"
     major, _ = torch.cuda.get_device_capability()
     return torch.cuda.get_device_name(), ("bf16" if major >= 8 else "fp16")

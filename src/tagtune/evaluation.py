@@ -9,9 +9,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .features import Features
+from .features import MODEL_INPUTS, Features
 from .metrics import compute_metrics
-from .microbatch import MODEL_INPUTS
 
 
 @dataclass

@@ -176,6 +176,9 @@ class FeatureDataset(torch.utils.data.Dataset):
         return i  # the collator reads the parallel lists directly: no per-item dict building
 
 
+MODEL_INPUTS = ("input_ids", "attention_mask")  # the collated keys the encoder takes; the rest are ours
+
+
 class Collator:
     """Pads a list of window indices to the longest in the batch (to a multiple of 8 under fp16/bf16)."""
 

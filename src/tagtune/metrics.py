@@ -54,16 +54,10 @@ def per_tag_scores(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
         for i, t in enumerate(tags)
     }
     out: dict[str, Any] = {"per_tag": per_tag}
-    out["macro"] = {"precision": _mean(p), "recall": _mean(r), "f1": _mean(f)}
-    w = s if s.sum() else None
-    out["weighted"] = {"precision": _mean(p, w), "recall": _mean(r, w), "f1": _mean(f, w)}
+    # weights: the gold support, never all zero (scikit-learn refuses an empty split above)
+    for avg, weights in (("macro", None), ("weighted", s)):
+        out[avg] = {k: float(np.average(v, weights=weights)) for k, v in (("precision", p), ("recall", r), ("f1", f))}
     return out
-
-
-def _mean(values: np.ndarray, weights: Optional[np.ndarray] = None) -> float:
-    if not len(values) or (weights is not None and not weights.sum()):
-        return 0.0
-    return float(np.average(values, weights=weights))
 
 
 def seqeval_report_compatible(gold_sents: Sents, pred_sents: Sents) -> dict[str, float]:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from .features import MODEL_INPUTS
+
 if TYPE_CHECKING:
     from accelerate import Accelerator
-
-MODEL_INPUTS = ("input_ids", "attention_mask")
 
 # Padded sub-tokens per pass on CPU when the config leaves it to the trainer. MiniLM on EWT:
 # the longest batch (16 × ~200) peaks at ~1.6 GB of activations unsplit, ~0.3 GB at 1,024 (README, Performance)
@@ -73,5 +73,5 @@ def forward_backward(
             logits = model(**{k: part[k] for k in MODEL_INPUTS}).logits
             loss = token_loss_sum(logits, part["labels"]) / labelled
             accelerator.backward(loss)
-        total += loss.detach().float()
+        total += loss.detach()
     return total

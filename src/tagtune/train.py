@@ -421,9 +421,8 @@ class TrainingRecipe:
                 self.overflow.after_step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        d = loss
-        self.health.update(d)
-        self.totals.add(d, batch)
+        self.health.update(loss)
+        self.totals.add(loss, batch)
         return grad_norm
 
     def _log_step(self, epoch: int, grad_norm: Optional[torch.Tensor]) -> None:
