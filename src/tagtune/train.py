@@ -26,6 +26,7 @@ import torch
 from . import checkpoint as ckpt
 from . import optim, runtime, tracking
 from .config import TrainConfig
+from .cpu_malloc import keep_freed_memory
 from .data import Corpus, load_corpus
 from .errors import TagtuneError
 from .evaluation import EvalResult, Scoring, evaluate
@@ -157,6 +158,8 @@ class TrainingRecipe:
         self.topology = runtime.topology(acc)
         logger.info("launch: %s", self.topology)
         logger.info("CPU threads per process: %d (%s)", *threads)
+        if cfg.cpu_malloc_reuse and acc.device.type == "cpu":
+            logger.info("CPU memory allocator: %s", keep_freed_memory())
         self._setup_data(tokenizer_path)
         self._setup_model()
         self._setup_optimization()

@@ -2,7 +2,7 @@
 (TrainingRecipe.setup() then its _step on length-grouped batches), and torch.profiler's top operators
 of one step (plus a Chrome trace: open it in chrome://tracing or Perfetto for the flame graph).
 
-    python tests/bench/step_profile.py [--method full|lora] [--precision no|bf16] [--steps 20]
+    python tests/bench/step_profile.py [--method full|lora] [--precision no|bf16] [--steps 20] [--no_malloc_reuse]
         [--model MODEL] [--data_dir ../shared/data/ud_english_ewt] [--trace step.json]
 """
 
@@ -58,6 +58,7 @@ def main() -> int:
         "--data_dir", default=os.path.join(os.path.dirname(__file__), "../../../shared/data/ud_english_ewt")
     )
     p.add_argument("--trace", default=None, help="write a Chrome trace of one profiled step here")
+    p.add_argument("--no_malloc_reuse", action="store_true", help="glibc's malloc defaults (cpu_malloc_reuse false)")
     a = p.parse_args()
 
     import torch
@@ -84,6 +85,7 @@ def main() -> int:
         save_model=False,
         output_dir=out,
         overwrite_output_dir=True,
+        cpu_malloc_reuse=not a.no_malloc_reuse,
     )
     recipe = TrainingRecipe(cfg)
     try:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tagtune import bench
+from tagtune import bench, bench_predict
 from tagtune.errors import ConfigError
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -213,6 +213,66 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
     best = max(v for k, v in pred["words_per_s"].items() if k.startswith("pipeline"))
     assert pred["ratio"] == pytest.approx(pred["words_per_s"]["tagtune predict"] / best)
     assert f"{pred['ratio']:.2f}x, floor 3x" in md
+    assert pred["dtype"] == "float32" and pred["agreement"] == 1.0 and "predict_half" not in js  # fp32 bench
+    assert pred["pipeline_dtype"] == "torch.float32"
+
+    # a bf16 bench also compares in bf16, both tools in that dtype (its floor: tags agreeing on >= 99.9%);
+    # on 40 sentences of a 3-step synthetic model the agreement itself is only checked to be high
+    run_dir = next(p for p in sorted(out.glob("*-tagtune")) if (p / "run" / "model").is_dir()) / "run"
+    sentences = [json.loads(x)["words"] for x in (run_dir / "eval_predictions.jsonl").read_text().splitlines()]
+    half = bench_predict.compare(run_dir / "model", sentences, tmp_path / "half", 32, dict(os.environ), "bfloat16")
+    assert half["dtype"] == "bfloat16" and half["pipeline_dtype"] == "torch.bfloat16" and half["words"] == eval_words
+    assert set(half["words_per_s"]) == set(pred["words_per_s"])
+    assert 0.9 <= half["agreement"] <= 1.0 and 0.9 <= half["pipeline_self_agreement"] <= 1.0
+    assert half["met"] == (half["ratio"] >= 3.0 and half["agreement"] >= 0.999)
+    text = bench_predict.markdown(half)
+    assert "Inference in bfloat16" in text and f"on {100 * half['agreement']:.2f}% of the words" in text
+    assert bench._predict_dtypes("bf16") == {"predict": "float32", "predict_half": "bfloat16"}
+    assert bench._predict_dtypes("no") == {"predict": "float32"}
+
+
+def test_agreement_counts_words_tagged_alike():
+    assert bench_predict.agreement([["A", "B"], ["C"]], [["A", "X"], ["C"]]) == pytest.approx(2 / 3)
+    assert bench_predict.agreement([], []) == 0.0
+    with pytest.raises(ValueError):  # a word the other tagging lacks is an error, not a skipped word
+        bench_predict.agreement([["A", "B"]], [["A"]])
+
+
+@pytest.mark.parametrize(
+    "dtype, pipeline_tags, rate, met",
+    [
+        ("float32", [["A", "B"], ["C"]], 100.0, True),  # 3x, identical
+        ("float32", [["A", "X"], ["C"]], 100.0, False),  # 3x, one tag differs: fp32 wants every tag
+        ("float32", [["A", "B"], ["C"]], 101.0, False),  # identical, under 3x
+        ("bfloat16", [["A", "X"], ["C"]], 100.0, False),  # 3x, 66.7% agreement < 99.9%
+        ("bfloat16", [["A", "B"], ["C"]], 100.0, True),
+    ],
+)
+def test_predict_floor_needs_the_ratio_and_the_tags(monkeypatch, tmp_path, dtype, pipeline_tags, rate, met):
+    tagtune_tags = [["A", "B"], ["C"]]
+    monkeypatch.setattr(bench_predict, "run_tagtune", lambda *a: {"seconds": 1.0, "words": 300, "tags": tagtune_tags})
+
+    def pipeline(model_dir, input_file, workdir, batch, dt, env):
+        assert dt == dtype  # the pipeline runs in the compared dtype
+        return {"seconds": 300.0 / rate, "words": 300, "tags": pipeline_tags, "dtype": f"torch.{dt}"}
+
+    monkeypatch.setattr(bench_predict, "run_pipeline", pipeline)
+    res = bench_predict.compare(tmp_path, [["w", "x"], ["y"]], tmp_path / "p", 32, {}, dtype)
+    assert res["met"] is met and res["ratio"] == pytest.approx(300.0 / rate)
+    assert res["pipeline_self_agreement"] == 1.0  # batch sizes 1 and 32: both rows
+    text = bench_predict.markdown(res)
+    assert ("floor 3x: met." if met else "floor 3x: NOT met.") in text
+    single = bench_predict.compare(tmp_path, [["w", "x"], ["y"]], tmp_path / "q", 1, {}, dtype)
+    assert single["pipeline_self_agreement"] is None and "two batch sizes" not in bench_predict.markdown(single)
+
+
+def test_inference_tables_name_their_dtype():
+    row = {"words_per_s": {"tagtune predict": 3.0, "pipeline, batch_size=1": 1.0}, "words": 3, "sentences": 1}
+    row.update(best_pipeline="pipeline, batch_size=1", ratio=3.0, floor=3.0, met=True, identical_tags=True)
+    half = {**row, "dtype": "bfloat16", "agreement": 1.0, "pipeline_self_agreement": None}
+    text = "\n".join(bench_predict.markdown(r) for r in ({**row, "dtype": "float32"}, half))
+    assert "Inference in float32" in text and "Inference in bfloat16" in text
+    assert bench._predict_dtypes("no") == {"predict": "float32"}  # CPU fp16 trains as fp32 ("no")
 
 
 def test_first_subtoken_tags_maps_the_pipelines_sub_tokens_to_words():
