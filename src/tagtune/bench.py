@@ -874,24 +874,25 @@ def run_bench(
             fp32_ref = r
         else:
             runs[name].append(r)
-    predict = None
+    load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    report = assemble(spec, runs, abl, command, peak_tflops, load, fp32_ref)
+    _write_report(out, report)  # the training paths' numbers stay on disk if the inference part fails
     if compare_predict:
         log("[bench] inference: tagtune predict vs pipeline('token-classification') ...")
         run_dir = next(p for p in sorted(out.glob("*-tagtune")) if (p / "run" / "model").is_dir()) / "run"
         sentences = [json.loads(x)["words"] for x in (run_dir / "eval_predictions.jsonl").read_text().splitlines()]
-        predict = {
-            key: bench_predict.compare(
-                run_dir / "model", sentences, out / key, spec.eval_batch_size, _worker_env(spec.omp_wait_policy), dtype
+        env = _worker_env(spec.omp_wait_policy)
+        for key, dtype in _predict_dtypes(runs["tagtune"][-1]["precision"]).items():  # as tagtune really ran
+            report[key] = bench_predict.compare(
+                run_dir / "model", sentences, out / key, spec.eval_batch_size, env, dtype
             )
-            for key, dtype in _predict_dtypes(runs["tagtune"][-1]["precision"]).items()  # as tagtune really ran
-        }
-    load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
-    report = assemble(spec, runs, abl, command, peak_tflops, load, fp32_ref)
-    if predict is not None:
-        report.update(predict)
+            _write_report(out, report)
+    return report
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> None:
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     (out / "bench.md").write_text(markdown(report))
-    return report
 
 
 def assemble(

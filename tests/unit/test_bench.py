@@ -292,3 +292,12 @@ def test_openmp_wait_policy_is_the_users_unless_asked(monkeypatch):
     assert bench._worker_env()["OMP_WAIT_POLICY"] == "ACTIVE"
     args = bench.parse_args(["--preset", "tiny", "--omp_wait_policy", "passive"])
     assert bench.build_spec(args).omp_wait_policy == "passive"
+
+
+@pytest.mark.parametrize("name", sorted(bench.ABLATIONS))
+def test_every_ablation_is_a_valid_config_that_switches_one_thing(name, tmp_path):
+    spec = bench.build_spec(bench.parse_args(["--preset", "tiny"]))
+    overrides, label = bench.ABLATIONS[name]
+    cfg, base = bench._train_config(spec, tmp_path, **overrides), bench._train_config(spec, tmp_path)
+    changed = {k for k in overrides if getattr(cfg, k) != getattr(base, k)}
+    assert changed == set(overrides) and len(overrides) == 1 and label
