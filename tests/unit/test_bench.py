@@ -115,6 +115,10 @@ def test_cpu_bf16_report_checks_the_floor_against_the_grouped_trainer_in_fp32():
     assert rep["floors"]["train_tokens_per_s >= 1.3x"] is False  # 1.1x against the grouped Trainer in bf16
     md = bench.markdown(rep)
     assert "| tagtune bf16 / Trainer fp32 | | **1.90x** |" in md and "-0.20 points" in md
+    # a bf16 bench's report ends with both inference comparisons, float32 first
+    rep.update(predict=_predict_row("float32"), predict_half=_predict_row("bfloat16"))
+    md = bench.markdown(rep)
+    assert -1 < md.index("Inference in float32") < md.index("Inference in bfloat16")
     slow = bench.assemble(spec, runs, {}, "", fp32_ref=bench.rates(raw(train_time_s=1.7, precision="no")))
     assert slow["floors"]["bf16 train_tokens_per_s >= 1.8x grouped fp32"] is False  # 1.7x
     # without an fp32 reference (fp32 runs) there is no such floor
@@ -266,11 +270,14 @@ def test_predict_floor_needs_the_ratio_and_the_tags(monkeypatch, tmp_path, dtype
     assert single["pipeline_self_agreement"] is None and "two batch sizes" not in bench_predict.markdown(single)
 
 
-def test_inference_tables_name_their_dtype():
+def _predict_row(dtype: str) -> dict:
     row = {"words_per_s": {"tagtune predict": 3.0, "pipeline, batch_size=1": 1.0}, "words": 3, "sentences": 1}
     row.update(best_pipeline="pipeline, batch_size=1", ratio=3.0, floor=3.0, met=True, identical_tags=True)
-    half = {**row, "dtype": "bfloat16", "agreement": 1.0, "pipeline_self_agreement": None}
-    text = "\n".join(bench_predict.markdown(r) for r in ({**row, "dtype": "float32"}, half))
+    return {**row, "dtype": dtype, "agreement": 1.0, "pipeline_self_agreement": None}
+
+
+def test_inference_tables_name_their_dtype():
+    text = "\n".join(bench_predict.markdown(_predict_row(d)) for d in ("float32", "bfloat16"))
     assert "Inference in float32" in text and "Inference in bfloat16" in text
     assert bench._predict_dtypes("no") == {"predict": "float32"}  # CPU fp16 trains as fp32 ("no")
 
