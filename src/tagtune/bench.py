@@ -16,7 +16,8 @@ alternate (c b a, a b c, ...) so a busy machine slows all alike. Throughput coun
 only (no padding). Then (unless --no_predict) the model the tagtune run saved tags the validation
 sentences with `tagtune predict` and with transformers' pipeline("token-classification")
 (bench_predict.py): words/s side by side, and the tags must be identical; when the bench trains in bf16 or
-fp16, both also tag in that dtype (tags then agree on at least 99.9% of words). Writes bench.json and bench.md.
+fp16, both also tag in that dtype (where the floor asks the tags to agree on at least 99.9% of words).
+Writes bench.json and bench.md.
 """
 
 from __future__ import annotations

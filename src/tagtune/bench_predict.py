@@ -49,9 +49,10 @@ def pipeline_worker(model_dir: str, input_file: str, result_file: str, batch_siz
     import torch
     from transformers import pipeline
 
+    from .tagger import _resolve_device
+
     sentences = read_words(Path(input_file))
-    # where `tagtune predict --device auto` runs (tagger._resolve_device; not imported: this worker loads light)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _resolve_device("auto")  # where `tagtune predict --device auto` runs
     pipe = pipeline(
         "token-classification", model=model_dir, device=device, ignore_labels=[], dtype=getattr(torch, dtype)
     )

@@ -41,8 +41,9 @@ def keep_freed_memory(environ: dict[str, str] | None = None) -> str:
     when the user set glibc's malloc variables or preloaded another malloc. The settings are
     process-wide and apply to blocks allocated from then on.
     """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return f"left as is (not glibc: {platform.system()} {platform.libc_ver()[0] or 'unknown libc'})"
+    libc = platform.libc_ver()[0]  # reads the interpreter's binary: once
+    if platform.system() != "Linux" or libc != "glibc":
+        return f"left as is (not glibc: {platform.system()} {libc or 'unknown libc'})"
     user = _user_allocator(dict(os.environ) if environ is None else environ)
     if user:
         return f"left as is ({user} is set)"
