@@ -105,6 +105,21 @@ def accelerate_launch(
     return run_cmd(launch + [str(ROOT / script)] + args, timeout=timeout, check=check, **env_extra)
 
 
+@pytest.fixture(autouse=True)
+def _kernel_cache_variables():
+    """An in-process training run sets oneDNN's cache variables in os.environ (process-wide, inherited
+    by children): restored after each test, so that no later test or launch sees them as the user's."""
+    from tagtune.onednn_cache import VARIABLES
+
+    saved = {name: os.environ.get(name) for name in VARIABLES}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

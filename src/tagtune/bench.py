@@ -338,6 +338,10 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         {"cpu_malloc_reuse": False},
         "without malloc reuse (glibc's defaults: fresh pages from the kernel every step; CPU runs only)",
     ),
+    "no_kernel_cache_bound": (
+        {"cpu_kernel_cache_bound": False},
+        "without bounded kernel caches (oneDNN's and ideep's defaults, 1,024 kernels each; CPU runs only)",
+    ),
     # not an optimisation: the study's claim that LoRA is cheaper, as step time (same tokens per step)
     "lora": ({"method": "lora"}, "LoRA instead of full fine-tuning (the recipe's default rank and targets)"),
 }

@@ -193,6 +193,13 @@ class TrainConfig:
         "False = glibc's defaults.",
         default=True,
     )
+    cpu_kernel_cache_bound: bool = _help(
+        "On a CPU run, bound the caches of compiled kernels that oneDNN and ideep keep per matmul shape "
+        "(ONEDNN_PRIMITIVE_CACHE_CAPACITY=64, LRU_CACHE_CAPACITY=1): with a new sentence length nearly every "
+        "step they otherwise grow for the whole run (bf16 peak RSS 1,886 MiB instead of 1,334 here, at the same "
+        "speed). Variables the user set are kept. False = the libraries' defaults (1,024 entries each).",
+        default=True,
+    )
 
     ddp_timeout: int = _help(
         "Seconds a process waits in a collective (all-reduce, barrier, gather) before failing with an error, "

@@ -34,6 +34,7 @@ from .features import Collator, FeatureDataset, Features, LengthGroupedBatchSamp
 from .metrics import confusion, label_distribution, load_libraries, primary_metric
 from .microbatch import forward_backward, resolve_micro_batch_tokens
 from .modeling import ParamCounts, build_model, count_parameters, resolve_model_path
+from .onednn_cache import bound_kernel_caches
 from .outputs import (
     RUN_MARKER,
     atomic_write_json,
@@ -160,6 +161,8 @@ class TrainingRecipe:
         logger.info("CPU threads per process: %d (%s)", *threads)
         if cfg.cpu_malloc_reuse and acc.device.type == "cpu":
             logger.info("CPU memory allocator: %s", keep_freed_memory())
+        if cfg.cpu_kernel_cache_bound and acc.device.type == "cpu":  # before the model's first forward
+            logger.info("oneDNN kernel caches: %s", bound_kernel_caches())
         self._setup_data(tokenizer_path)
         self._setup_model()
         self._setup_optimization()

@@ -77,14 +77,29 @@ def test_tagtune_train_takes_a_recipe_file_or_a_config_file(tmp_path):
     assert (cfg["recipe"], cfg["model_name_or_path"], cfg["learning_rate"]) == ("smoke", "synthetic:bert", 3e-3)
     # on by default for a CPU run (glibc): the trainer says so
     assert "CPU memory allocator: freed memory kept for reuse (mallopt: no mmap, no trim)" in proc.stdout
+    assert "oneDNN kernel caches: bounded (ONEDNN_PRIMITIVE_CACHE_CAPACITY=64, LRU_CACHE_CAPACITY=1)" in proc.stdout
 
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"dataset_name": "synthetic:pos", "model_name_or_path": "synthetic:roberta"}))
     out2 = tmp_path / "config"
-    proc2 = run_cmd([tagtune, "train", str(config), "--output_dir", str(out2), *TINY, "--cpu_malloc_reuse", "false"])
+    proc2 = run_cmd(
+        [
+            tagtune,
+            "train",
+            str(config),
+            "--output_dir",
+            str(out2),
+            *TINY,
+            "--cpu_malloc_reuse",
+            "false",
+            "--cpu_kernel_cache_bound",
+            "false",
+        ]
+    )
     cfg2 = read_json(out2 / "run_config.json")
     assert (cfg2["recipe"], cfg2["model_name_or_path"]) == ("custom", "synthetic:roberta")
     assert cfg2["cpu_malloc_reuse"] is False and "CPU memory allocator" not in proc2.stdout
+    assert cfg2["cpu_kernel_cache_bound"] is False and "oneDNN kernel caches" not in proc2.stdout
 
     bad = run_cmd([tagtune, "train", "recipes/nope.py"], timeout=60, check=False)
     assert bad.returncode == 2 and "recipe file not found: recipes/nope.py" in bad.stderr
