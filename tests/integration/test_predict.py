@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -248,6 +249,24 @@ def test_raw_text_is_split_by_the_documented_rule(smoke_run, tagger, tmp_path, m
         rows = read_jsonl(tmp_path / "o.jsonl")
         assert [r["words"] for r in rows] == expected and [r["tags"] for r in rows] == tagger.tag(expected)
     assert rows[0]["id"] == 7  # other fields pass through
+
+
+def test_predict_on_cpu_bounds_the_kernel_caches_unless_the_user_sized_them(smoke_run, tmp_path, monkeypatch):
+    """On CPU `tagtune predict` bounds oneDNN's kernel caches before its first forward
+    (tests/unit/test_onednn_cache.py measures what that saves); a size the user set stays."""
+    from tagtune.onednn_cache import VARIABLES
+
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    src = tmp_path / "in.jsonl"
+    src.write_text('["they", "walked", "slowly", "."]\n')
+    args = ("predict", "--model", smoke_run, "--device", "cpu", "--input", src, "--output", tmp_path / "o.jsonl")
+    assert run_cli(*args) == 0
+    assert (os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"], os.environ["LRU_CACHE_CAPACITY"]) == ("64", "1")
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "8")
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
+    assert run_cli(*args) == 0
+    assert (os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"], os.environ["LRU_CACHE_CAPACITY"]) == ("256", "8")
 
 
 # ---- errors -----------------------------------------------------------------------------------
