@@ -26,10 +26,14 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_exten
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
+    from tagtune.onednn_cache import VARIABLES
+
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PYTEST_", "ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_", "WANDB_SERVICE"))
+        # an in-process run (smoke_run) sets these in this process: a child would take them for the user's
+        and k not in VARIABLES
     }
     env.update(OFFLINE_ENV)
     env.update(extra)
@@ -107,8 +111,8 @@ def accelerate_launch(
 
 @pytest.fixture(autouse=True)
 def _kernel_cache_variables():
-    """An in-process training run sets oneDNN's cache variables in os.environ (process-wide, inherited
-    by children): restored after each test, so that no later test or launch sees them as the user's."""
+    """An in-process run sets oneDNN's cache variables in os.environ: a test that sets or clears them
+    leaves them as it found them (subprocess_env keeps them from every child either way)."""
     from tagtune.onednn_cache import VARIABLES
 
     saved = {name: os.environ.get(name) for name in VARIABLES}

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from . import bench_predict
+from . import bench_predict, onednn_cache
 from .errors import ConfigError, TagtuneError
 
 PATHS = ("tagtune", "grouped", "baseline")
@@ -801,6 +801,8 @@ def _worker_env(omp_wait_policy: Optional[str] = None) -> dict[str, str]:
     )
     for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)  # each path is one plain process
+    for k in onednn_cache.VARIABLES:
+        env.pop(k, None)  # the libraries' defaults for every path; tagtune's paths then bound them themselves
     # Unset by default, as users run: OpenMP threads spin briefly before sleeping, which bf16's many short
     # ops need (PASSIVE cost tagtune 25-30% of its bf16 training rate on a quiet machine). On a CPU shared
     # with other jobs, spinning threads slow every op at random: --omp_wait_policy passive.

@@ -49,10 +49,10 @@ def pipeline_worker(model_dir: str, input_file: str, result_file: str, batch_siz
     import torch
     from transformers import pipeline
 
-    from .tagger import _resolve_device
+    from .tagger import resolve_device
 
     sentences = read_words(Path(input_file))
-    device = _resolve_device("auto")  # where `tagtune predict --device auto` runs
+    device = resolve_device("auto")  # where `tagtune predict --device auto` runs
     pipe = pipeline(
         "token-classification", model=model_dir, device=device, ignore_labels=[], dtype=getattr(torch, dtype)
     )

@@ -27,7 +27,7 @@ from .onednn_cache import bound_kernel_caches
 from .predict_io import CHUNK_LINES, INPUT_FORMATS, format_output, no_words, open_input, predictions_jsonl
 from .predict_stream import ChunkSink, Shard, process_group, total
 from .readers import SUFFIXES, ReadOptions, read_sentences
-from .tagger import CONFIG_FILE, DTYPES, Tagger, _resolve_device, evaluate_sentences, find_model_dir, read_model_json
+from .tagger import CONFIG_FILE, DTYPES, Tagger, evaluate_sentences, find_model_dir, read_model_json, resolve_device
 
 logger = logging.getLogger("tagtune.predict")
 PREDICTIONS_FILE = "eval_predictions.jsonl"  # words, gold labels and predicted tags per sentence
@@ -57,8 +57,8 @@ def _load_from_args(a: argparse.Namespace) -> Tagger:
         raise ConfigError(f"invalid value {a.max_length}: must be >= 8", where="--max_length")
     if a.stride is not None and a.stride < 0:
         raise ConfigError(f"invalid value {a.stride}: must be >= 0", where="--stride")
-    if _resolve_device(a.device).type == "cpu":
-        bound_kernel_caches()  # before the first forward: each new batch shape's kernels would stay (bf16)
+    if resolve_device(a.device).type == "cpu":  # before the first forward: each new batch shape's kernels would stay
+        logger.info("oneDNN kernel caches: %s", bound_kernel_caches())
     return Tagger.load(
         a.model,
         device=a.device,

@@ -77,7 +77,7 @@ def _quiet_transformers(report: bool = True):
             hf_logging.enable_progress_bar()
 
 
-def _resolve_device(device: Optional[str]) -> torch.device:
+def resolve_device(device: Optional[str]) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -159,7 +159,7 @@ class Tagger:
         model_dir = find_model_dir(path)
         tt_cfg = read_model_json(model_dir / CONFIG_FILE) if (model_dir / CONFIG_FILE).is_file() else {}
         is_adapter = (model_dir / ADAPTER_FILE).is_file()
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}", where="--dtype", fix=f"choose one of {list(DTYPES)}")
         remote = bool(tt_cfg.get("trust_remote_code", False))

@@ -308,3 +308,14 @@ def test_every_ablation_is_a_valid_config_that_switches_one_thing(name, tmp_path
     cfg, base = bench._train_config(spec, tmp_path, **overrides), bench._train_config(spec, tmp_path)
     changed = {k for k in overrides if getattr(cfg, k) != getattr(base, k)}
     assert changed == set(overrides) and len(overrides) == 1 and label
+
+
+def test_every_path_starts_from_the_kernel_cache_defaults(monkeypatch):
+    """The Trainer paths and the no_kernel_cache_bound row run with oneDNN's and ideep's defaults, whatever
+    this process has set; tagtune's own paths bound the caches themselves."""
+    from tagtune.onednn_cache import VARIABLES
+
+    for name in VARIABLES:
+        monkeypatch.setenv(name, "1")
+    env = bench._worker_env()
+    assert [name for name in VARIABLES if name in env] == []

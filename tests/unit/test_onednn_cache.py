@@ -84,6 +84,24 @@ def test_the_users_sizes_are_kept():
     assert env == {"DNNL_PRIMITIVE_CACHE_CAPACITY": "0", "LRU_CACHE_CAPACITY": "1024"}
 
 
+def test_empty_values_count_as_unset_and_a_second_run_knows_its_own_setting(monkeypatch):
+    env = {"LRU_CACHE_CAPACITY": "", "DNNL_PRIMITIVE_CACHE_CAPACITY": ""}  # the libraries read empty as unset
+    assert bound_kernel_caches(env) == "bounded (ONEDNN_PRIMITIVE_CACHE_CAPACITY=64, LRU_CACHE_CAPACITY=1)"
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("tagtune.onednn_cache._SET_HERE", {})
+    first = bound_kernel_caches()
+    assert first == "bounded (ONEDNN_PRIMITIVE_CACHE_CAPACITY=64, LRU_CACHE_CAPACITY=1)"
+    # a second run in this process (the Python API, a notebook): its own setting, not the user's
+    assert bound_kernel_caches() == (
+        "bounded earlier in this process (ONEDNN_PRIMITIVE_CACHE_CAPACITY=64, LRU_CACHE_CAPACITY=1)"
+    )
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "8")  # the user changed one since
+    assert bound_kernel_caches() == (
+        "bounded earlier in this process (ONEDNN_PRIMITIVE_CACHE_CAPACITY=64); the user's LRU_CACHE_CAPACITY=8 kept"
+    )
+
+
 def test_on_by_default_and_switchable():
     base = ["--model_name_or_path", "m", "--train_file", "t.conllu"]
     assert TrainConfig(model_name_or_path="m", train_file="t.conllu").cpu_kernel_cache_bound is True
