@@ -1,6 +1,7 @@
 """With freed memory kept for reuse, a step that frees and re-allocates a large block faults in no fresh
 pages; a user's own allocator choice, and a libc other than glibc, are left as they are."""
 
+import json
 import os
 import platform
 import subprocess
@@ -12,28 +13,26 @@ from tagtune import TrainConfig, cpu_malloc
 from tagtune.config import parse
 
 STEP_FAULTS = """
-import resource, sys, torch
+import json, resource, sys, torch
 from tagtune.cpu_malloc import keep_freed_memory
-if sys.argv[1] == "reuse":
-    print(keep_freed_memory())
+print(keep_freed_memory() if sys.argv[1] == "reuse" else "defaults")
 def step():  # a 64 MiB block (above glibc's largest mmap threshold) allocated, written and freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.zeros(64 * 2**20 // 4)
     x.add_(1)
     del x
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-faults = [step() for _ in range(12)]
-print(max(faults[-4:]) if sys.argv[1] == "reuse" else min(faults[-4:]))
+print(json.dumps([step() for _ in range(30)]))
 """
 
 
-def _faults(mode: str) -> tuple[str, int]:
+def _faults(mode: str) -> tuple[str, list[int]]:
     # glibc's defaults, whatever this shell has set for its own allocator
     env = {k: v for k, v in os.environ.items() if k not in (*cpu_malloc.USER_ALLOCATOR_VARS, "LD_PRELOAD")}
     out = subprocess.run(
         [sys.executable, "-c", STEP_FAULTS, mode], capture_output=True, text=True, check=True, env=env
     ).stdout.split("\n")
-    return (out[0] if mode == "reuse" else ""), int(out[-2])
+    return out[0], json.loads(out[-2])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's; elsewhere nothing is changed")
@@ -41,12 +40,14 @@ def test_reused_block_faults_in_no_fresh_pages():
     said, kept = _faults("reuse")
     _, default = _faults("default")
     assert said == "freed memory kept for reuse (mallopt: no mmap, no trim)"
-    # 64 MiB is 16,384 small pages or 32 huge ones: glibc's default maps it afresh every time (the fewest
-    # faults of the last 4 of 12 steps). Kept for reuse, the heap grows for the first few steps (a freed
-    # block can be a few bytes short of an aligned request until free neighbours merge), then each step
-    # reuses its pages: the most faults of the last 4 steps.
-    assert default >= 32, default
-    assert kept <= 16, kept
+    # 64 MiB is 16,384 small pages or 32 huge ones: glibc's default maps it afresh every step.
+    assert min(default) >= 32, default
+    # Kept for reuse, the heap grows for the first few steps: torch asks for 64-byte-aligned memory, and
+    # glibc's memalign requests the size plus the alignment, a little more than the freed block, until
+    # free neighbours merge (3 to 7 steps in 20 probes, at varying points, with address randomisation).
+    # After that every step reuses the same pages.
+    fresh = [i for i, n in enumerate(kept) if n > 16]
+    assert len(fresh) <= 10 and kept[-1] <= 16, kept
 
 
 def test_a_users_allocator_choice_is_left_as_it_is():
