@@ -109,21 +109,6 @@ def accelerate_launch(
     return run_cmd(launch + [str(ROOT / script)] + args, timeout=timeout, check=check, **env_extra)
 
 
-@pytest.fixture(autouse=True)
-def _kernel_cache_variables():
-    """An in-process run sets oneDNN's cache variables in os.environ: a test that sets or clears them
-    leaves them as it found them (subprocess_env keeps them from every child either way)."""
-    from tagtune.onednn_cache import VARIABLES
-
-    saved = {name: os.environ.get(name) for name in VARIABLES}
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

@@ -1,12 +1,12 @@
 """Bounded oneDNN kernel caches: bf16 matmuls of ever new shapes no longer leave their kernels in
 memory for the whole run; a user's own sizes are kept."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import subprocess_env
 
 from tagtune import TrainConfig
 from tagtune.config import parse
@@ -50,9 +50,8 @@ print((in_use() - before) / 2**20)
 
 
 def _growth_mib(mode: str) -> tuple[str, float]:
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}  # the libraries' defaults
-    out = subprocess.run(
-        [sys.executable, "-c", NEW_SHAPES, mode], capture_output=True, text=True, check=True, env=env
+    out = subprocess.run(  # subprocess_env drops the variables: the libraries' defaults
+        [sys.executable, "-c", NEW_SHAPES, mode], capture_output=True, text=True, check=True, env=subprocess_env()
     ).stdout.split("\n")
     return out[0], float(out[-2])
 
