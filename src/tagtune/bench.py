@@ -334,6 +334,10 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         {"micro_batch_tokens": 0},
         "without micro-batches (the longest batches in one forward/backward)",
     ),
+    "no_attention_split": (
+        {"micro_batch_attention_length": 0},
+        "micro-batches counting padded sub-tokens only (not attention's growth with length)",
+    ),
     "no_malloc_reuse": (
         {"cpu_malloc_reuse": False},
         "without malloc reuse (glibc's defaults: fresh pages from the kernel every step; CPU runs only)",

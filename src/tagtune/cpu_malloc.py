@@ -7,7 +7,9 @@ step faults in, and the kernel zeroes, thousands of fresh pages. With large bloc
 heap and no trimming, the next step reuses the same pages: measured in the README (Performance,
 "Malloc reuse"), 8% more bf16 training sub-tokens/s at the same peak RSS. It is the reuse that
 jemalloc or tcmalloc bring when preloaded (as torch.backends.xeon.run_cpu does), through glibc's own
-``mallopt``. The heap then keeps its peak size until the process exits.
+``mallopt``. The heap then keeps its peak size until ``release_freed_memory`` hands its free pages
+back (the trainer does so before each evaluation, so that the metric libraries and the evaluation's
+own memory reuse those pages instead of adding to the peak).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ M_MMAP_MAX = -4
 KEEP_TRIM_THRESHOLD = 2**31 - 1
 # a user who tuned the allocator (glibc's variables) or replaced it (a preloaded malloc) keeps that choice
 USER_ALLOCATOR_VARS = ("GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+# set once keep_freed_memory has told glibc to keep the heap: only then is there anything for
+# release_freed_memory to hand back that glibc would not have returned by itself
+_KEEPING = False
 
 
 def _user_allocator(environ: dict[str, str]) -> str:
@@ -52,5 +59,21 @@ def keep_freed_memory(environ: dict[str, str] | None = None) -> str:
     no_mmap = mallopt(M_MMAP_MAX, 0) == 1
     no_trim = mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD) == 1
     if no_mmap and no_trim:
+        global _KEEPING
+        _KEEPING = True
         return "freed memory kept for reuse (mallopt: no mmap, no trim)"
     return f"partly left as is (mallopt accepted: no mmap {no_mmap}, no trim {no_trim})"
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free pages back to the kernel (glibc ``malloc_trim(0)``); True if it did.
+
+    Only after ``keep_freed_memory`` in this process: with glibc's own settings the heap trims itself.
+    The pages still in use stay; the next training step faults the freed ones in once more.
+    """
+    if not _KEEPING:
+        return False
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True

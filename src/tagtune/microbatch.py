@@ -6,6 +6,11 @@ times that of a typical batch. Splitting only such batches along the sentence ax
 and leaves every other batch untouched. The loss of each part is its summed token loss divided by
 the whole batch's labelled-token count, so the accumulated gradient is the one-pass gradient
 (dropout draws differ, as with any other batch layout).
+
+Past ``attention_length`` padded sub-tokens a sentence's attention (heads x length x length scores,
+probabilities and dropout masks per layer) outweighs its hidden states, so the budget counts such a
+sentence as ``length x length / attention_length`` sub-tokens: the batches of long sentences run in
+smaller parts, and the short and middling ones, most of an epoch, stay whole.
 """
 
 from __future__ import annotations
@@ -40,13 +45,25 @@ def resolve_micro_batch_tokens(requested: Optional[int], device_type: str, deeps
     return requested
 
 
-def split_batch(batch: dict[str, torch.Tensor], max_tokens: int) -> list[dict[str, torch.Tensor]]:
+def sentence_cost(length: int, attention_length: int) -> int:
+    """What one padded sentence of ``length`` counts against the budget: its sub-tokens, or past
+    ``attention_length`` (0 = never) ``length x length / attention_length``, attention's growth."""
+    if attention_length <= 0 or length <= attention_length:
+        return length
+    return math.ceil(length * length / attention_length)
+
+
+def split_batch(
+    batch: dict[str, torch.Tensor], max_tokens: int, attention_length: int = 0
+) -> list[dict[str, torch.Tensor]]:
     """The batch as parts of at most ``max_tokens`` padded sub-tokens (at least one sentence each),
-    as even as the sentence count allows: 16 × 48 under 512 runs as 8 + 8, not 10 + 6."""
+    as even as the sentence count allows: 16 × 48 under 512 runs as 8 + 8, not 10 + 6. Sentences
+    longer than ``attention_length`` count as ``sentence_cost`` says."""
     rows, length = batch["input_ids"].shape
-    if max_tokens <= 0 or rows * length <= max_tokens:
+    cost = sentence_cost(length, attention_length)
+    if max_tokens <= 0 or rows * cost <= max_tokens:
         return [batch]
-    n_parts = math.ceil(rows / max(1, max_tokens // max(length, 1)))
+    n_parts = math.ceil(rows / max(1, max_tokens // max(cost, 1)))
     bounds = [rows * i // n_parts for i in range(n_parts + 1)]
     return [{k: v[lo:hi] for k, v in batch.items()} for lo, hi in zip(bounds, bounds[1:])]
 
@@ -59,11 +76,15 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def forward_backward(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], max_tokens: int, accelerator: Accelerator
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    max_tokens: int,
+    accelerator: Accelerator,
+    attention_length: int = 0,
 ) -> torch.Tensor:
-    """Backward of the batch's mean token loss, in parts of at most ``max_tokens`` padded sub-tokens;
-    returns that loss, detached."""
-    parts = split_batch(batch, max_tokens)
+    """Backward of the batch's mean token loss, in parts of at most ``max_tokens`` padded sub-tokens
+    (``split_batch``); returns that loss, detached."""
+    parts = split_batch(batch, max_tokens, attention_length)
     labelled = (batch["labels"] != -100).sum().clamp(min=1)
     total = torch.zeros((), device=accelerator.device)
     for i, part in enumerate(parts):

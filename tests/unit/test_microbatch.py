@@ -7,7 +7,13 @@ from transformers import BertConfig, BertForTokenClassification
 
 from tagtune import TrainConfig
 from tagtune.errors import ConfigError
-from tagtune.microbatch import CPU_DEFAULT_TOKENS, forward_backward, resolve_micro_batch_tokens, split_batch
+from tagtune.microbatch import (
+    CPU_DEFAULT_TOKENS,
+    forward_backward,
+    resolve_micro_batch_tokens,
+    sentence_cost,
+    split_batch,
+)
 
 
 def _batch(rows: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -45,9 +51,11 @@ def _model() -> BertForTokenClassification:
     return BertForTokenClassification(cfg)
 
 
-def _grads(model: torch.nn.Module, batch: dict, max_tokens: int) -> tuple[float, list[torch.Tensor]]:
+def _grads(
+    model: torch.nn.Module, batch: dict, max_tokens: int, attention_length: int = 0
+) -> tuple[float, list[torch.Tensor]]:
     model.zero_grad(set_to_none=True)
-    loss = forward_backward(model, batch, max_tokens, Accelerator(cpu=True))
+    loss = forward_backward(model, batch, max_tokens, Accelerator(cpu=True), attention_length)
     return float(loss), [p.grad.clone() for p in model.parameters()]
 
 
@@ -80,6 +88,32 @@ def test_parts_have_the_one_pass_gradient_and_loss(max_tokens):
     assert whole_loss == pytest.approx(float(hf), rel=1e-5)
 
 
+def test_long_sentences_count_as_their_attention():
+    """Past attention_length a sentence counts length x length / attention_length: long batches run in
+    smaller parts, and batches of sentences up to that length are split exactly as before."""
+    assert sentence_cost(64, 64) == 64 and sentence_cost(40, 64) == 40 and sentence_cost(200, 0) == 200
+    assert sentence_cost(96, 64) == 144 and sentence_cost(200, 64) == 625  # ceil(200 * 200 / 64)
+
+    def sizes(rows: int, length: int, att: int) -> list[int]:
+        return [p["input_ids"].shape[0] for p in split_batch(_batch(rows, length), 1024, att)]
+
+    assert sizes(16, 64, 64) == [16]  # 1,024 sub-tokens, no longer than the knee: one pass, as before
+    assert sizes(16, 96, 0) == [8, 8]  # padded sub-tokens only: 10 per part
+    assert sizes(16, 96, 64) == [5, 5, 6]  # 144 each: 7 per part
+    assert sizes(16, 200, 64) == [1] * 16  # 625 each: one sentence per part
+    assert sizes(16, 200, 0) == [4, 4, 4, 4]  # 5 per part by sub-tokens alone
+
+
+def test_parts_by_attention_have_the_one_pass_gradient():
+    model, batch = _model(), _batch(6, 24, seed=2)
+    whole_loss, whole = _grads(model, batch, 0)
+    part_loss, parts = _grads(model, batch, 200, attention_length=12)  # 24 counts as 48: 4 sentences per part
+    assert [p["input_ids"].shape[0] for p in split_batch(batch, 200, 12)] == [3, 3]
+    assert part_loss == pytest.approx(whole_loss, rel=1e-5)
+    for a, b in zip(whole, parts):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_budget_resolution():
     assert resolve_micro_batch_tokens(None, "cpu", deepspeed=False) == CPU_DEFAULT_TOKENS
     assert resolve_micro_batch_tokens(None, "cuda", deepspeed=False) == 0
@@ -91,3 +125,6 @@ def test_budget_resolution():
 def test_negative_budget_is_refused_with_the_field_named():
     with pytest.raises(ConfigError, match="micro_batch_tokens"):
         TrainConfig(model_name_or_path="m", train_file="t.conllu", micro_batch_tokens=-1)
+    with pytest.raises(ConfigError, match="micro_batch_attention_length"):
+        TrainConfig(model_name_or_path="m", train_file="t.conllu", micro_batch_attention_length=-1)
+    assert TrainConfig(model_name_or_path="m", train_file="t.conllu").micro_batch_attention_length == 64
