@@ -211,7 +211,7 @@ class TrainingRecipe:
             )
         self.feature_cache = {"train": train_hit, "eval": eval_hit}
         # What results.json reports of the training split; then its sentences go: the features hold all that
-        # training reads, and the words and tags as Python strings held ~28 MiB of peak RSS on EWT.
+        # training reads, and the words and tags as Python strings held 30-40 MiB of peak RSS on EWT.
         self.train_split = {"sentences": len(c.train), "labels": label_distribution([s.tags for s in c.train])}
         self.corpus = replace(c, train=[])
         logger.info("features: train %s, eval %s (cache %s)", train_hit, eval_hit, cache)
