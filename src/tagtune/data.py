@@ -39,10 +39,6 @@ class Corpus:
         """The tags to score evaluation against: the split's own, unseen ones included."""
         return self.eval_gold if self.eval_gold is not None else [s.tags for s in self.eval]
 
-    def label_counts(self, split: str) -> Counter:
-        sents = self.train if split == "train" else self.eval
-        return Counter(t for s in sents for t in s.tags)
-
     @property
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels)}

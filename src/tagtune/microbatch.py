@@ -54,7 +54,7 @@ def sentence_cost(length: int, attention_length: int) -> int:
 
 
 def split_batch(
-    batch: dict[str, torch.Tensor], max_tokens: int, attention_length: int = 0
+    batch: dict[str, torch.Tensor], max_tokens: int, attention_length: int
 ) -> list[dict[str, torch.Tensor]]:
     """The batch as parts of at most ``max_tokens`` padded sub-tokens (at least one sentence each),
     as even as the sentence count allows: 16 × 48 under 512 runs as 8 + 8, not 10 + 6. Sentences
@@ -80,7 +80,7 @@ def forward_backward(
     batch: dict[str, torch.Tensor],
     max_tokens: int,
     accelerator: Accelerator,
-    attention_length: int = 0,
+    attention_length: int,
 ) -> torch.Tensor:
     """Backward of the batch's mean token loss, in parts of at most ``max_tokens`` padded sub-tokens
     (``split_batch``); returns that loss, detached."""

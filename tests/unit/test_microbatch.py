@@ -61,16 +61,16 @@ def _grads(
 
 def test_split_sizes_and_untouched_batches():
     batch = _batch(16, 40)
-    assert split_batch(batch, 0) == [batch]  # 0: never
-    assert split_batch(batch, 16 * 40) == [batch]  # at the budget: one pass, the same tensors
-    parts = split_batch(batch, 100)  # 2 sentences of 40 per part
+    assert split_batch(batch, 0, 0) == [batch]  # 0: never
+    assert split_batch(batch, 16 * 40, 0) == [batch]  # at the budget: one pass, the same tensors
+    parts = split_batch(batch, 100, 0)  # 2 sentences of 40 per part
     assert [p["input_ids"].shape[0] for p in parts] == [2] * 8
     # as even as possible: 16 sentences, at most 6 per part -> 3 parts of 5, 5, 6 (not 6, 6, 4)
-    assert [p["input_ids"].shape[0] for p in split_batch(batch, 240)] == [5, 5, 6]
+    assert [p["input_ids"].shape[0] for p in split_batch(batch, 240, 0)] == [5, 5, 6]
     assert torch.equal(torch.cat([p["labels"] for p in parts]), batch["labels"])
     assert torch.equal(torch.cat([p["sent_ids"] for p in parts]), batch["sent_ids"])
     # a budget below one sentence still makes progress: one sentence per part
-    assert len(split_batch(batch, 10)) == 16
+    assert len(split_batch(batch, 10, 0)) == 16
 
 
 @pytest.mark.parametrize("max_tokens", [100, 20, 200])  # 5, 1 and 10 (+2) sentences per part
@@ -78,7 +78,7 @@ def test_parts_have_the_one_pass_gradient_and_loss(max_tokens):
     model, batch = _model(), _batch(12, 20, seed=1)
     whole_loss, whole = _grads(model, batch, 0)
     part_loss, parts = _grads(model, batch, max_tokens)
-    assert len(split_batch(batch, max_tokens)) > 1
+    assert len(split_batch(batch, max_tokens, 0)) > 1
     assert part_loss == pytest.approx(whole_loss, rel=1e-5)
     for a, b in zip(whole, parts):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
