@@ -10,10 +10,12 @@ reaching high accuracy is a real learning check, not memorisation of a word->tag
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 LEXICON: dict[str, list[str]] = {
@@ -111,15 +113,57 @@ WORDPIECE = ("bert", "distilbert", "electra")
 UNIGRAM = ("deberta-v2", "deberta-v3", "xlm-roberta")  # sentencepiece models
 
 
-def _wordpiece(text: list[str]):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def _word_counts(text: list[str], normalizer, pre_tokenizer) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for line in text:
+        line = normalizer.normalize_str(line) if normalizer is not None else line
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(line))
+    return counts
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+
+def _merged_pieces(counts: Counter[str], size: int, prefix: str) -> list[str]:
+    """Every character, then pieces made by byte-pair merges until there are ``size`` of them.
+
+    The tokenizers library's WordPiece and Unigram trainers break ties between equally frequent
+    pairs by hash order, which changes from one process to the next, so each cold cache got a
+    different vocabulary and trained a different smoke model. Here ties go to the pair that sorts
+    first. ``prefix`` marks a piece inside a word ("##" for WordPiece, "" where words carry a marker).
+    """
+    splits = {w: [w[0]] + [prefix + c for c in w[1:]] for w in counts}
+    pieces = sorted({p for parts in splits.values() for p in parts})
+    while len(pieces) < size:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, parts in splits.items():
+            for pair in zip(parts, parts[1:]):
+                pairs[pair] += counts[word]
+        if not pairs:
+            break
+        a, b = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merged = a + b[len(prefix) :]
+        for word, parts in splits.items():
+            out, i = [], 0
+            while i < len(parts):
+                if parts[i : i + 2] == [a, b]:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(parts[i])
+                    i += 1
+            splits[word] = out
+        if merged not in pieces:
+            pieces.append(merged)
+    return pieces
+
+
+def _wordpiece(text: list[str]):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=False), pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     # a small vocabulary so that longer words split into several sub-tokens
-    tok.train_from_iterator(text, trainers.WordPieceTrainer(vocab_size=160, special_tokens=specials))
+    pieces = specials + _merged_pieces(_word_counts(text, normalizer, pre_tokenizer), 160 - len(specials), "##")
+    tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -131,14 +175,22 @@ def _wordpiece(text: list[str]):
 
 
 def _unigram(text: list[str], specials: list[str], bos: str, eos: str):
-    """A sentencepiece-style Unigram model (Metaspace '▁' word marker), as XLM-R and DeBERTa-v3 use."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A sentencepiece-style Unigram model (Metaspace '▁' word marker), as XLM-R and DeBERTa-v3 use.
 
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    Its pieces are scored by the log of how often each occurs inside the corpus's words.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer = normalizers.NFKC()
+    pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    counts = _word_counts(text, normalizer, pre_tokenizer)
+    pieces = _merged_pieces(counts, 120 - len(specials), "")  # small, so words split
+    occurs = {p: 1 + sum(n * w.count(p) for w, n in counts.items()) for p in pieces}
+    total = sum(occurs.values())
+    vocab = [(s, 0.0) for s in specials] + [(p, math.log(occurs[p] / total)) for p in pieces]
     unk = "<unk>" if "<unk>" in specials else "[UNK]"
-    tok.train_from_iterator(text, trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token=unk))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=specials.index(unk)))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A {eos}",
         pair=f"{bos} $A {eos} {eos} $B {eos}" if bos == "<s>" else f"{bos} $A {eos} $B {eos}",
@@ -153,7 +205,7 @@ def build_tokenizer(arch: str):
     import transformers as tf
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    text = _corpus_text()  # unchanged since v1: a cached synthetic:bert equals a fresh one
+    text = _corpus_text()
     if arch in WORDPIECE:
         cls = {
             "bert": tf.BertTokenizerFast,
@@ -275,7 +327,8 @@ def synthetic_model_path(name: str) -> str:
     """Folder of the tiny random-init model 'synthetic:<arch>', built once and cached.
 
     Built in a temporary folder and renamed into place, so concurrent processes (DDP ranks)
-    never see a half-written model; the build is seeded, so every copy is identical.
+    never see a half-written model; the build is seeded and its vocabulary deterministic, so every
+    copy is identical.
     """
     import torch
     from transformers import AutoModelForMaskedLM
@@ -285,7 +338,7 @@ def synthetic_model_path(name: str) -> str:
         raise ValueError(
             f"unknown synthetic model '{name}'; choose one of {', '.join('synthetic:' + a for a in ARCHS)}"
         )
-    target = cache_root() / f"synthetic-{arch}-v1"
+    target = cache_root() / f"synthetic-{arch}-v2"  # v2: vocabularies no longer depend on hash order
     if (target / "config.json").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)

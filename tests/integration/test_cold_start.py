@@ -40,8 +40,8 @@ def test_zero3_first_launch_with_an_empty_cache(tmp_path):
     results = read_json(out / "results.json")
     assert (results["num_processes"], results["distributed_type"]) == (2, "DEEPSPEED")
     assert results["global_steps"] == 4
-    assert (cache / "synthetic-bert-v1" / "config.json").is_file()
-    assert sorted(p.name for p in cache.iterdir()) == ["features", "synthetic-bert-v1"]
+    assert (cache / "synthetic-bert-v2" / "config.json").is_file()
+    assert sorted(p.name for p in cache.iterdir()) == ["features", "synthetic-bert-v2"]
     leftovers = [p for p in cache.rglob("*") if p.name.startswith((".", "tmp"))]
     assert leftovers == []  # no temporary folder of the model build or of the feature cache left behind
 

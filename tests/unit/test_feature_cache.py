@@ -58,7 +58,7 @@ def test_key_follows_data_tokenizer_and_settings(tok, synthetic_bert, synthetic_
 
 def test_two_process_launch_tokenises_once_and_a_rerun_reads_the_cache(tmp_path, synthetic_bert):
     cache = tmp_path / "cache"
-    model_dir = cache / "synthetic-bert-v1"
+    model_dir = cache / "synthetic-bert-v2"
     shutil.copytree(synthetic_bert, model_dir)  # the model is not what this test is about
     args = ["--max_steps", "2", "--report_to", "none", "--overwrite_output_dir", "true"]
     out = tmp_path / "ddp"
