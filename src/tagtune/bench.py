@@ -350,10 +350,6 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         {"cpu_bulk_dropout": False},
         "without bulk dropout masks (torch's bernoulli_, one number per element on one thread; CPU runs only)",
     ),
-    "no_clip_in_step": (
-        {"clip_in_optimizer_step": False},
-        "without clipping inside the step (clip_grad_norm_ rescales every gradient, then the step)",
-    ),
     # not an optimisation: the study's claim that LoRA is cheaper, as step time (same tokens per step)
     "lora": ({"method": "lora"}, "LoRA instead of full fine-tuning (the recipe's default rank and targets)"),
 }

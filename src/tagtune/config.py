@@ -217,13 +217,6 @@ class TrainConfig:
         "False = torch's dropout.",
         default=True,
     )
-    clip_in_optimizer_step: bool = _help(
-        "With fused AdamW (and no fp16 loss scaling or DeepSpeed), gradient clipping hands its scale to the "
-        "optimizer step, which divides each gradient as it reads it, instead of rescaling every gradient in a pass "
-        "of its own first: the same update up to rounding, 1.05x as many bf16 training sub-tokens/s for MiniLM on "
-        "EWT. False = accelerate's clip_grad_norm_ then the step.",
-        default=True,
-    )
 
     ddp_timeout: int = _help(
         "Seconds a process waits in a collective (all-reduce, barrier, gather) before failing with an error, "

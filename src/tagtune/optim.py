@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -46,30 +45,3 @@ def make_optimizer(
         logger.info("fp16 loss scaling: foreach AdamW, so that steps skipped on overflow are seen by the schedule")
     kind = {"fused": True} if fused else {"foreach": True}
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, **kind)
-
-
-def takes_clip_in_step(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether gradient clipping can ride on this optimizer's step (``clip_in_step``): a fused torch
-    AdamW, which divides each gradient by its ``grad_scale`` inside its own pass over the parameter."""
-    return isinstance(optimizer, torch.optim.AdamW) and bool(optimizer.defaults.get("fused"))
-
-
-def clip_in_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Gradient clipping as ``clip_grad_norm_`` does it, with the rescaling left to the next step.
-
-    ``clip_grad_norm_`` multiplies every gradient by min(1, max_norm / (norm + 1e-6)) in a pass of its
-    own over all of them, which then the optimizer reads again. Here the step divides by the inverse,
-    ``grad_scale``, as it reads each gradient (the hook torch's GradScaler uses): the same update up
-    to rounding, one pass over the gradients fewer (MiniLM, bf16 on 2 CPU cores: 5% of a step).
-    Returns the total norm before clipping, as ``clip_grad_norm_`` does. The step after this one must
-    call ``end_clip_in_step``.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads)
-    optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0).to(torch.float32)
-    return norm
-
-
-def end_clip_in_step(optimizer: torch.optim.Optimizer) -> None:
-    """Forget ``clip_in_step``'s scale, so that no later step divides by it."""
-    optimizer.grad_scale = None

@@ -319,15 +319,6 @@ class TrainingRecipe:
                 self.micro_batch_tokens,
                 f"a sentence past {att} counts as length x length / {att}" if att else "padded sub-tokens only",
             )
-        self.clip_in_step = (
-            cfg.clip_in_optimizer_step
-            and cfg.max_grad_norm > 0
-            and acc.distributed_type != DistributedType.DEEPSPEED  # DeepSpeed clips inside its own step
-            and acc.scaler is None  # fp16 loss scaling: the step's grad_scale is the scaler's
-            and optim.takes_clip_in_step(self.optimizer.optimizer)
-        )
-        if self.clip_in_step:
-            logger.info("gradient clipping: scale applied inside the fused AdamW step (clip_in_optimizer_step)")
         self.totals = Totals(acc.device)
         self.health = ckpt.LossHealth(acc.device)
         self.overflow = ckpt.OverflowCounter(acc)  # fp16 steps skipped by loss scaling
@@ -440,16 +431,11 @@ class TrainingRecipe:
             loss = forward_backward(
                 self.model, batch, self.micro_batch_tokens, acc, self.cfg.micro_batch_attention_length
             )
-            clip_in_step = acc.sync_gradients and self.clip_in_step
-            if clip_in_step:
-                grad_norm = optim.clip_in_step(self.optimizer.optimizer, self.model.parameters(), cfg.max_grad_norm)
-            elif acc.sync_gradients and cfg.max_grad_norm > 0:
+            if acc.sync_gradients and cfg.max_grad_norm > 0:
                 grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             if acc.sync_gradients:
                 self.overflow.before_step()
             self.optimizer.step()
-            if clip_in_step:
-                optim.end_clip_in_step(self.optimizer.optimizer)
             if acc.sync_gradients:
                 self.overflow.after_step()
             self.scheduler.step()
