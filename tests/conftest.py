@@ -127,16 +127,21 @@ def synthetic_roberta() -> str:
     return synthetic_model_path("synthetic:roberta")
 
 
-def train_smoke(out: Path, *args: str) -> Path:
-    """Train recipes/smoke.py in-process into ``out`` with extra CLI overrides."""
-    from tagtune import main
-
+def smoke_recipe() -> type:
+    """The ``Smoke`` recipe class of recipes/smoke.py (recipes are scripts, not a package)."""
     sys.path.insert(0, str(ROOT / "recipes"))
     try:
         from smoke import Smoke
     finally:
         sys.path.pop(0)
-    main(Smoke, ["--output_dir", str(out), "--overwrite_output_dir", "true", "--report_to", "none", *args])
+    return Smoke
+
+
+def train_smoke(out: Path, *args: str) -> Path:
+    """Train recipes/smoke.py in-process into ``out`` with extra CLI overrides."""
+    from tagtune import main
+
+    main(smoke_recipe(), ["--output_dir", str(out), "--overwrite_output_dir", "true", "--report_to", "none", *args])
     return out
 
 

@@ -116,8 +116,7 @@ UNIGRAM = ("deberta-v2", "deberta-v3", "xlm-roberta")  # sentencepiece models
 def _word_counts(text: list[str], normalizer, pre_tokenizer) -> Counter[str]:
     counts: Counter[str] = Counter()
     for line in text:
-        line = normalizer.normalize_str(line) if normalizer is not None else line
-        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(line))
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)))
     return counts
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from _resume_common import has_checkpoint, output, start_and_wait
-from conftest import ROOT, run_cmd
+from conftest import ROOT, run_cmd, smoke_recipe
 
 from tagtune.wandb_offline import read_run
 
@@ -78,10 +78,7 @@ def test_any_other_exception_closes_everything_once(tmp_path, monkeypatch):
     from tagtune import runtime, tracking
     from tagtune import train as train_module
 
-    sys.path.insert(0, str(ROOT / "recipes"))
-    from smoke import Smoke
-
-    sys.path.pop(0)
+    Smoke = smoke_recipe()
     calls = {"finish": 0, "shutdown": 0}
     real_finish, real_shutdown = tracking.finish, runtime.shutdown
 

@@ -1,11 +1,9 @@
 """Bulk dropout masks: the keep probability, the scale, the gradient, and torch's generator deciding
 every mask (so seeds and checkpoints still do); and the trainer using them on CPU unless told not to."""
 
-import sys
-
 import pytest
 import torch
-from conftest import ROOT
+from conftest import smoke_recipe
 
 from tagtune.cpu_dropout import BulkDropout, keep_noise, use_bulk_dropout
 
@@ -69,12 +67,9 @@ def test_only_plain_dropout_layers_are_replaced():
 
 
 def _recipe(tmp_path, *args):
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        from smoke import Smoke
-    finally:
-        sys.path.pop(0)
-    return Smoke(output_dir=str(tmp_path), overwrite_output_dir=True, max_steps=1, report_to="none", **dict(args))
+    return smoke_recipe()(
+        output_dir=str(tmp_path), overwrite_output_dir=True, max_steps=1, report_to="none", **dict(args)
+    )
 
 
 @pytest.mark.parametrize("bulk, compile", [(True, False), (False, False), (True, True)])
