@@ -348,7 +348,8 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
     ),
     "no_bulk_dropout": (
         {"cpu_bulk_dropout": False},
-        "without bulk dropout masks (torch's bernoulli_, one number per element on one thread; CPU runs only)",
+        "without bulk dropout masks, hidden states' and attention probabilities' (torch's bernoulli_, one number "
+        "per element on one thread; CPU runs only)",
     ),
     # not an optimisation: the study's claim that LoRA is cheaper, as step time (same tokens per step)
     "lora": ({"method": "lora"}, "LoRA instead of full fine-tuning (the recipe's default rank and targets)"),

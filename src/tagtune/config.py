@@ -210,11 +210,11 @@ class TrainConfig:
         default=True,
     )
     cpu_bulk_dropout: bool = _help(
-        "On a CPU run, dropout layers draw their keep-masks in bulk from numpy's PCG64 (seeded from torch's "
-        "generator at each call, so seeds and checkpoints still decide them) instead of torch's bernoulli_, which "
-        "draws one number per element on one thread on non-Intel CPUs: MiniLM on EWT, bf16, 1.05x as many "
-        "training sub-tokens/s. Same keep probability; not the same masks. Off under torch_compile. "
-        "False = torch's dropout.",
+        "On a CPU run, dropout layers, and the attention probabilities' dropout of SDPA models, draw their "
+        "keep-masks in bulk from numpy's PCG64 (seeded from torch's generator at each call, so seeds and "
+        "checkpoints still decide them) instead of torch's bernoulli_, which draws one number per element on one "
+        "thread on non-Intel CPUs (README, Dropout masks in bulk). Same keep probability; not the same masks. "
+        "Off under torch_compile. False = torch's dropout.",
         default=True,
     )
 

@@ -8,15 +8,23 @@ element with probability 1 - p (exact to 2^-32); every mask is seeded by one dra
 generator, so torch's RNG state, which checkpoints save and seeds set, still decides every mask.
 The masks are distributed as torch's are, but they are not the same masks.
 
-The attention probabilities' dropout runs inside ``scaled_dot_product_attention`` and stays torch's.
+The attention probabilities' dropout runs inside ``scaled_dot_product_attention``, which with dropout on
+CPU takes torch's math path: q, k and v cast to float32, the products, softmax, a ``bernoulli_`` mask.
+``bulk_dropout_attention`` computes that same float32 math with a ``keep_noise`` mask instead. It is
+registered in place of transformers' "sdpa" attention function, and runs only for the modules of a model
+that ``use_bulk_dropout`` marked, in training, on CPU; every other call, another model's included, goes
+to transformers' own function.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Optional
 
 import numpy as np
 import torch
+
+MARK = "_tagtune_bulk_attention_dropout"  # on the modules of a model whose attention dropout is drawn in bulk
 
 
 def keep_noise(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
@@ -38,6 +46,61 @@ class BulkDropout(torch.nn.Dropout):
         if not (self.training and 0.0 < self.p < 1.0 and x.device.type == "cpu") or self.inplace:
             return super().forward(x)
         return x * keep_noise(x.shape, self.p, x.dtype)
+
+
+def _bulk_applies(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, dropout: float, kw: dict) -> bool:
+    """Plain bidirectional self-attention with dropout, training on CPU, in a marked model."""
+    return (
+        getattr(module, MARK, False)
+        and module.training
+        and 0.0 < dropout < 1.0
+        and query.device.type == "cpu"
+        and query.shape[1] == key.shape[1]  # as many key heads as query heads
+        and not kw.get("is_causal", getattr(module, "is_causal", False))
+        and all(kw.get(k) is None for k in ("position_bias", "softcap", "sliding_window", "s_aux"))
+    )
+
+
+def bulk_dropout_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    dropout: float = 0.0,
+    scaling: Optional[float] = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function interface ([batch, heads, length, head_dim] in, [batch, length,
+    heads, head_dim] out). Outside ``_bulk_applies``: transformers' SDPA function, unchanged."""
+    if not _bulk_applies(module, query, key, dropout, kwargs):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    with torch.autocast("cpu", enabled=False):  # float32 throughout, as torch's math path
+        scores = torch.matmul(query.float() * scale, key.float().transpose(-1, -2))
+        if attention_mask is not None and attention_mask.dtype == torch.bool:  # True: attend
+            scores = scores.masked_fill(~attention_mask, torch.finfo(torch.float32).min)
+        elif attention_mask is not None:  # additive
+            scores = scores + attention_mask.float()
+        probs = torch.softmax(scores, dim=-1) * keep_noise(scores.shape, dropout, torch.float32)
+        out = torch.matmul(probs, value.float()).to(query.dtype)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_bulk_attention_dropout(model: torch.nn.Module) -> bool:
+    """Mark the model's modules and register ``bulk_dropout_attention`` as transformers' "sdpa"
+    function; True when the model's attention is SDPA (otherwise nothing changes)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    from transformers.modeling_utils import AttentionInterface
+
+    AttentionInterface.register("sdpa", bulk_dropout_attention)  # process-wide, unmarked modules unchanged
+    for m in model.modules():
+        setattr(m, MARK, True)
+    return True
 
 
 def use_bulk_dropout(model: torch.nn.Module) -> int:

@@ -26,7 +26,7 @@ import torch
 from . import checkpoint as ckpt
 from . import optim, runtime, tracking
 from .config import TrainConfig
-from .cpu_dropout import use_bulk_dropout
+from .cpu_dropout import use_bulk_attention_dropout, use_bulk_dropout
 from .cpu_malloc import keep_freed_memory, release_freed_memory
 from .data import Corpus, load_corpus
 from .errors import TagtuneError
@@ -240,7 +240,12 @@ class TrainingRecipe:
         logger.info("%s (%s)", self.counts.line(), cfg.method_name)
         if cfg.cpu_bulk_dropout and self.accelerator.device.type == "cpu" and not cfg.torch_compile:
             # numpy inside a compiled graph would break it; torch_compile keeps torch's dropout
-            logger.info("dropout: masks drawn in bulk (%d dropout layers)", use_bulk_dropout(self.model))
+            n, attention = use_bulk_dropout(self.model), use_bulk_attention_dropout(self.model)
+            logger.info(
+                "dropout: masks drawn in bulk (%d dropout layers%s)",
+                n,
+                ", and the attention probabilities'" if attention else "; attention: the model's own",
+            )
         if cfg.torch_compile:
             self.model = torch.compile(self.model)
 

@@ -86,3 +86,90 @@ def test_trainer_uses_bulk_dropout_on_cpu_unless_told_not_to(tmp_path, bulk, com
     used = bulk and not compile
     assert kinds == ({"BulkDropout"} if used else {"Dropout"})
     assert ("masks drawn in bulk" in caplog.text) is used
+    assert ("and the attention probabilities'" in caplog.text) is used
+
+
+def _tiny_bert(seed=0):
+    from transformers import BertConfig, BertForTokenClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        attention_probs_dropout_prob=0.3,
+        hidden_dropout_prob=0.0,
+        num_labels=3,
+        attn_implementation="sdpa",
+    )
+    return BertForTokenClassification(cfg)
+
+
+def _batch():
+    ids = torch.randint(5, 50, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 6:] = 0  # padding: the bool attention mask path
+    return ids, mask
+
+
+def test_attention_dropout_is_the_math_path_with_a_bulk_mask(monkeypatch):
+    """With a mask of all ones the attention equals SDPA without dropout; with a real mask, exactly the
+    float32 math (softmax(q k^T * scale + mask) * noise) v, the noise being keep_noise's from torch's RNG."""
+    import tagtune.cpu_dropout as cd
+
+    q, k, v = (torch.randn(2, 4, 7, 8, dtype=torch.float64).float() for _ in range(3))
+    mask = torch.ones(2, 1, 7, 7, dtype=torch.bool)
+    mask[1, :, :, 5:] = False
+    module = torch.nn.Module().train()
+    setattr(module, cd.MARK, True)
+    monkeypatch.setattr(cd, "keep_noise", lambda shape, p, dtype: torch.ones(shape, dtype=dtype))
+    out, _ = cd.bulk_dropout_attention(module, q, k, v, mask, dropout=0.2, scaling=0.3)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3).transpose(1, 2)
+    torch.testing.assert_close(out, ref)
+    monkeypatch.undo()
+    state = torch.get_rng_state()
+    out, _ = cd.bulk_dropout_attention(module, q, k, v, mask, dropout=0.2, scaling=0.3)
+    torch.set_rng_state(state)
+    noise = cd.keep_noise(torch.Size([2, 4, 7, 7]), 0.2, torch.float32)
+    probs = torch.softmax((q @ k.transpose(-1, -2) * 0.3).masked_fill(~mask, torch.finfo(torch.float32).min), -1)
+    torch.testing.assert_close(out, (probs * noise @ v).transpose(1, 2))
+    assert 0.1 < (noise == 0).float().mean().item() < 0.3
+
+
+def test_attention_dropout_in_bulk_only_where_marked_training_on_cpu(monkeypatch):
+    """A marked model in training goes through the bulk path (and trains: gradients flow); in evaluation,
+    and an unmarked model in the same process, get transformers' own SDPA function, unchanged."""
+    import tagtune.cpu_dropout as cd
+
+    calls = []
+    real = cd.keep_noise
+    monkeypatch.setattr(cd, "keep_noise", lambda *a: calls.append(a[0]) or real(*a))
+    marked, other = _tiny_bert(), _tiny_bert()
+    assert cd.use_bulk_attention_dropout(marked)
+    ids, mask = _batch()
+    marked.train()
+    loss = marked(input_ids=ids, attention_mask=mask, labels=torch.zeros_like(ids)).loss
+    loss.backward()
+    assert [tuple(s) for s in calls] == [(3, 4, 9, 9)] * 2  # one mask per layer, [batch, heads, L, L]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in marked.parameters() if p.requires_grad)
+    calls.clear()
+    other.load_state_dict(marked.state_dict())
+    other.train()
+    other(input_ids=ids, attention_mask=mask)  # unmarked: torch's dropout inside SDPA
+    marked.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            marked(input_ids=ids, attention_mask=mask).logits, other.eval()(input_ids=ids, attention_mask=mask).logits
+        )
+    assert calls == []
+
+
+def test_attention_left_alone_when_not_sdpa():
+    from tagtune.cpu_dropout import MARK, use_bulk_attention_dropout
+
+    model = _tiny_bert()
+    model.config._attn_implementation = "eager"
+    assert not use_bulk_attention_dropout(model)
+    assert not any(getattr(m, MARK, False) for m in model.modules())
