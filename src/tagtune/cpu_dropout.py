@@ -12,8 +12,8 @@ The attention probabilities' dropout runs inside ``scaled_dot_product_attention`
 CPU takes torch's math path: q, k and v cast to float32, the products, softmax, a ``bernoulli_`` mask.
 ``bulk_dropout_attention`` computes that same float32 math with a ``keep_noise`` mask instead. It is
 registered in place of transformers' "sdpa" attention function, and runs only for the modules of a model
-that ``use_bulk_dropout`` marked, in training, on CPU; every other call, another model's included, goes
-to transformers' own function.
+that ``use_bulk_attention_dropout`` marked, in training, on CPU; every other call, another model's
+included, goes to transformers' own function.
 """
 
 from __future__ import annotations
