@@ -351,6 +351,10 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         "without bulk dropout masks, hidden states' and attention probabilities' (torch's bernoulli_, one number "
         "per element on one thread; CPU runs only)",
     ),
+    "no_sparse_embedding_grad": (
+        {"cpu_sparse_embedding_grad": False},
+        "without the sparse embedding gradient (a zeroed dense one allocated every step; one-process CPU runs only)",
+    ),
     # not an optimisation: the study's claim that LoRA is cheaper, as step time (same tokens per step)
     "lora": ({"method": "lora"}, "LoRA instead of full fine-tuning (the recipe's default rank and targets)"),
 }

@@ -217,6 +217,13 @@ class TrainConfig:
         "Off under torch_compile. False = torch's dropout.",
         default=True,
     )
+    cpu_sparse_embedding_grad: bool = _help(
+        "On a one-process CPU run (no DeepSpeed, no torch_compile), the input embedding's backward is sparse "
+        "and its rows are written into one dense gradient kept across steps, instead of a zeroed 45 MiB "
+        "gradient (MiniLM) allocated every step (README, Sparse embedding gradient). The optimizer sees the "
+        "same gradient. False = the dense backward.",
+        default=True,
+    )
 
     ddp_timeout: int = _help(
         "Seconds a process waits in a collective (all-reduce, barrier, gather) before failing with an error, "

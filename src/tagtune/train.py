@@ -50,6 +50,7 @@ from .outputs import (
 from .rank_report import write_rank_report
 from .saving import save_model
 from .schemes import resolve_scheme
+from .sparse_embedding import SparseEmbeddingGrad
 from .synthetic import cache_root
 
 logger = logging.getLogger("tagtune")
@@ -127,6 +128,7 @@ class TrainingRecipe:
         self.bar: Any = None
         self.resume_path: Optional[Path] = None
         self.resume_meta: Optional[dict[str, Any]] = None
+        self.sparse_grad: Optional[SparseEmbeddingGrad] = None
         self._cleaned = False
 
     # ------------------------------------------------------------------------------------
@@ -246,8 +248,23 @@ class TrainingRecipe:
                 n,
                 ", and the attention probabilities'" if attention else "; attention: the model's own",
             )
+        self.sparse_grad = self._sparse_embedding_grad()
         if cfg.torch_compile:
             self.model = torch.compile(self.model)
+
+    def _sparse_embedding_grad(self) -> Optional[SparseEmbeddingGrad]:
+        """The input embedding's gradient kept dense across steps, where only the trainer reads it."""
+        from accelerate.utils import DistributedType
+
+        acc, cfg = self.accelerator, self.cfg
+        alone = acc.num_processes == 1 and acc.distributed_type == DistributedType.NO
+        if not (cfg.cpu_sparse_embedding_grad and acc.device.type == "cpu" and alone and not cfg.torch_compile):
+            return None
+        sparse = SparseEmbeddingGrad.install(self.model)
+        if sparse is not None:
+            rows, width = sparse.weight.shape
+            logger.info("input embedding: sparse backward into one kept dense gradient (%d x %d)", rows, width)
+        return sparse
 
     def _setup_optimization(self) -> None:
         from transformers import get_scheduler
@@ -436,6 +453,8 @@ class TrainingRecipe:
             loss = forward_backward(
                 self.model, batch, self.micro_batch_tokens, acc, self.cfg.micro_batch_attention_length
             )
+            if acc.sync_gradients and self.sparse_grad is not None:
+                self.sparse_grad.densify()  # before clipping and the optimizer, which want it dense
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             if acc.sync_gradients:
