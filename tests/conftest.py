@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from offline_env import OFFLINE_ENV, free_port
@@ -135,6 +136,11 @@ def smoke_recipe() -> type:
     finally:
         sys.path.pop(0)
     return Smoke
+
+
+def smoke_config(out: Path, **overrides: Any):
+    """The smoke recipe's config for an in-process ``TrainingRecipe`` writing into ``out`` (no tracker)."""
+    return smoke_recipe()(output_dir=str(out), overwrite_output_dir=True, report_to="none", **overrides)
 
 
 def train_smoke(out: Path, *args: str) -> Path:

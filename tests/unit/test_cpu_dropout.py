@@ -3,7 +3,7 @@ every mask (so seeds and checkpoints still do); and the trainer using them on CP
 
 import pytest
 import torch
-from conftest import smoke_recipe
+from conftest import smoke_config
 
 from tagtune.cpu_dropout import BulkDropout, keep_noise, use_bulk_dropout
 
@@ -66,18 +66,12 @@ def test_only_plain_dropout_layers_are_replaced():
     assert list(model.state_dict()) == keys
 
 
-def _recipe(tmp_path, *args):
-    return smoke_recipe()(
-        output_dir=str(tmp_path), overwrite_output_dir=True, max_steps=1, report_to="none", **dict(args)
-    )
-
-
 @pytest.mark.parametrize("bulk, compile", [(True, False), (False, False), (True, True)])
 def test_trainer_uses_bulk_dropout_on_cpu_unless_told_not_to(tmp_path, bulk, compile, caplog):
     """Off when asked, and under torch_compile (numpy inside a compiled graph would break it)."""
     from tagtune.train import TrainingRecipe
 
-    recipe = TrainingRecipe(_recipe(tmp_path, ("cpu_bulk_dropout", bulk), ("torch_compile", compile)))
+    recipe = TrainingRecipe(smoke_config(tmp_path, max_steps=1, cpu_bulk_dropout=bulk, torch_compile=compile))
     try:
         recipe.setup()
         kinds = {type(m).__name__ for m in recipe.model.modules() if isinstance(m, torch.nn.Dropout)}
@@ -119,7 +113,7 @@ def test_attention_dropout_is_the_math_path_with_a_bulk_mask(monkeypatch):
     float32 math (softmax(q k^T * scale + mask) * noise) v, the noise being keep_noise's from torch's RNG."""
     import tagtune.cpu_dropout as cd
 
-    q, k, v = (torch.randn(2, 4, 7, 8, dtype=torch.float64).float() for _ in range(3))
+    q, k, v = (torch.randn(2, 4, 7, 8) for _ in range(3))
     mask = torch.ones(2, 1, 7, 7, dtype=torch.bool)
     mask[1, :, :, 5:] = False
     module = torch.nn.Module().train()

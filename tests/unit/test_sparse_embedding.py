@@ -4,7 +4,7 @@ training follows the same trajectory, and the trainer uses it only where nothing
 
 import pytest
 import torch
-from conftest import smoke_recipe
+from conftest import smoke_config
 
 from tagtune.sparse_embedding import SparseEmbeddingGrad
 
@@ -86,14 +86,7 @@ def test_only_trainable_plain_embeddings():
 def test_trainer_uses_it_on_one_cpu_process_unless_told_not_to(tmp_path, on, caplog):
     from tagtune.train import TrainingRecipe
 
-    cfg = smoke_recipe()(
-        output_dir=str(tmp_path),
-        overwrite_output_dir=True,
-        max_steps=3,
-        report_to="none",
-        cpu_sparse_embedding_grad=on,
-    )
-    recipe = TrainingRecipe(cfg)
+    recipe = TrainingRecipe(smoke_config(tmp_path, max_steps=3, cpu_sparse_embedding_grad=on))
     try:
         recipe.setup()
         recipe.train()
