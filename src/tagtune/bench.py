@@ -329,6 +329,10 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         {"group_by_length": False},
         "without length grouping (random training batches, evaluation in file order)",
     ),
+    "trainer_length_pools": (
+        {"length_group_batches": 50},
+        "length pools of 50 batches, the Trainer's mega-batches (instead of the whole epoch sorted at once)",
+    ),
     "foreach_adamw": ({"optim": "adamw_torch"}, "without fused AdamW (foreach AdamW instead)"),
     "no_micro_batches": (
         {"micro_batch_tokens": 0},

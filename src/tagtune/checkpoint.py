@@ -180,15 +180,24 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
             where=where,
             fix=f"launch with the checkpoint's DeepSpeed configuration, {fresh}",
         )
-    for key in ("global_batch_size", "gradient_accumulation_steps", "total_steps", "seed", "group_by_length"):
-        if meta.get(key) != current.get(key):
+    older = {"length_group_batches": 50}  # checkpoints from before the setting existed sorted pools of 50 batches
+    for key in (
+        "global_batch_size",
+        "gradient_accumulation_steps",
+        "total_steps",
+        "seed",
+        "group_by_length",
+        "length_group_batches",
+    ):
+        then = meta.get(key, older.get(key))
+        if then != current.get(key):
             raise CheckpointError(
-                f"{key} differs from the checkpoint's: {meta.get(key)} there, {current.get(key)} now; "
+                f"{key} differs from the checkpoint's: {then} there, {current.get(key)} now; "
                 "the batch order, the position in the epoch or the learning-rate schedule would no "
                 "longer match",
                 where=where,
-                fix=f"resume with the same batch size, accumulation, epochs/max_steps, seed and "
-                f"group_by_length, {fresh}",
+                fix=f"resume with the same batch size, accumulation, epochs/max_steps, seed, "
+                f"group_by_length and length_group_batches, {fresh}",
             )
     if meta["data_fingerprint"] != current["data_fingerprint"]:
         raise CheckpointError(

@@ -115,6 +115,13 @@ class TrainConfig:
     group_by_length: bool = _help(
         "Batch sentences of similar length together (still shuffled) to cut padding.", default=True
     )
+    length_group_batches: int = _help(
+        "With group_by_length: how many batches' worth of shuffled sentences are sorted by length together "
+        "before they are cut into batches, which are then shuffled. 0 (default): the whole epoch at once, as "
+        "fairseq buckets (padding on EWT: 0.2 to 1.4 in 100 sub-tokens); 50: the Trainer's mega-batches "
+        "(6 to 7 in 100), the same accuracy.",
+        default=0,
+    )
     cache_features: bool = _help(
         "Keep tokenised features under $TAGTUNE_CACHE/features (default ~/.cache/tagtune), keyed by the data, "
         "the tokenizer and the feature settings: reruns, resumes and every rank of a launch tokenise once.",
@@ -313,6 +320,7 @@ class TrainConfig:
             "checkpointing_steps",
             "save_total_limit",
             "micro_batch_attention_length",
+            "length_group_batches",
         ):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")

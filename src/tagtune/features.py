@@ -214,7 +214,9 @@ class Collator:
 
 
 class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
-    """Shuffled batches of similar-length windows (HF-style mega-batches), reproducible per (seed, epoch).
+    """Shuffled batches of similar-length windows, reproducible per (seed, epoch): the shuffled windows are
+    sorted by length in pools of ``mega`` batches (the Trainer's mega-batches; 0: one pool, the whole epoch),
+    cut into batches, and the full batches shuffled.
 
     Yields *global* batches (per-device size x processes); Accelerate splits each across
     processes, so the data seen at each step is the same whatever the world size.
@@ -227,7 +229,7 @@ class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
         seed: int,
         shuffle: bool = True,
         group_by_length: bool = True,
-        mega: int = 50,
+        mega: int = 0,
     ):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
@@ -254,7 +256,7 @@ class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
         if not self.group:
             batches = [perm[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         else:
-            size = self.batch_size * self.mega
+            size = self.batch_size * self.mega if self.mega else n
             batches = []
             for i in range(0, n, size):
                 mb = perm[i : i + size]

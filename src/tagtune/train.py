@@ -94,13 +94,19 @@ def make_loader(
     *,
     seed: int,
     group_by_length: bool,
+    length_group_batches: int,
     shuffle: bool,
     pad_id: int,
     pad_multiple: Optional[int],
     num_workers: int,
 ) -> tuple[torch.utils.data.DataLoader, LengthGroupedBatchSampler]:
     sampler = LengthGroupedBatchSampler(
-        features.lengths, batch_size, seed, shuffle=shuffle, group_by_length=group_by_length
+        features.lengths,
+        batch_size,
+        seed,
+        shuffle=shuffle,
+        group_by_length=group_by_length,
+        mega=length_group_batches,
     )
     # Its own generator: starting an epoch's iterator then draws no number from the global torch RNG
     # (dropout's), which a checkpoint restores at a step boundary, so a resumed run stays bitwise exact.
@@ -222,6 +228,7 @@ class TrainingRecipe:
         loader_kw = dict(
             seed=cfg.seed,
             group_by_length=cfg.group_by_length,
+            length_group_batches=cfg.length_group_batches,
             pad_id=self.tokenizer.pad_token_id,
             # multiples of 8 feed GPU tensor cores; on CPU they are only more padding (19% vs 8% of bf16 batches)
             pad_multiple=8 if acc.mixed_precision in ("fp16", "bf16") and acc.device.type == "cuda" else None,
@@ -311,6 +318,7 @@ class TrainingRecipe:
             "mixed_precision": acc.mixed_precision,
             "seed": cfg.seed,
             "group_by_length": cfg.group_by_length,
+            "length_group_batches": cfg.length_group_batches,
             "global_batch_size": cfg.per_device_train_batch_size * n,
             "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
             "data_fingerprint": ckpt.data_fingerprint(self.train_f.input_ids),

@@ -164,10 +164,19 @@ def _meta(**kw):
         "total_steps": 100,
         "seed": 42,
         "group_by_length": True,
+        "length_group_batches": 0,
         "data_fingerprint": "abc",
     }
     base.update(kw)
     return base
+
+
+def test_a_checkpoint_from_before_length_pools_resumes_only_with_the_trainers_pools(tmp_path):
+    old = _meta()
+    del old["length_group_batches"]  # written before the setting existed: pools of 50 batches
+    check_compatible(old, _meta(length_group_batches=50), tmp_path)
+    with pytest.raises(CheckpointError, match="length_group_batches differs from the checkpoint's: 50 there, 0 now"):
+        check_compatible(old, _meta(), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -184,6 +193,7 @@ def _meta(**kw):
         ({"world_size": 1, "zero_stage": 3}, "zero_to_fp32.py"),
         ({"data_fingerprint": "def"}, "training data (after tokenisation) differs"),
         ({"seed": 7}, "seed differs from the checkpoint's: 42 there, 7 now"),
+        ({"length_group_batches": 50}, "length_group_batches differs from the checkpoint's: 0 there, 50 now"),
     ],
 )
 def test_resume_mismatch_messages(tmp_path, changed, expect):

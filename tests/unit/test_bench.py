@@ -12,6 +12,7 @@ import json
 import pytest
 
 from tagtune import bench, bench_predict
+from tagtune.config import TrainConfig
 from tagtune.errors import ConfigError
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -191,7 +192,8 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
     # tagtune's words are exactly those of the sentences its first 3 length-grouped batches hold
     train = splits["train"]
     feats = build_features([w for w, _ in train], None, load_tokenizer(synthetic_bert))
-    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=js["spec"]["seed"]))[:3]
+    pools = TrainConfig.__dataclass_fields__["length_group_batches"].default  # as tagtune ran, by default
+    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=js["spec"]["seed"], mega=pools))[:3]
     assert js["tagtune"]["train_words"] == sum(len(train[i][0]) for b in batches for i in b)
     assert js["tagtune"]["train_tokens"] == sum(feats.lengths[i] for b in batches for i in b)
     # length grouping: less padding than the default Trainer's random batches

@@ -57,6 +57,7 @@ def test_precedence_defaults_recipe_file_cli(tmp_path):
         (["--warmup_ratio", "1.5"], "warmup_ratio"),
         (["--max_length", "4"], "max_length"),
         (["--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
+        (["--length_group_batches", "-1"], "length_group_batches"),
     ],
 )
 def test_invalid_values_name_the_field(args, field):

@@ -105,3 +105,22 @@ def test_length_grouped_sampler_shuffles_reproducibly():
 
     plain = list(LengthGroupedBatchSampler(lengths, 8, seed=3, group_by_length=False))
     assert pad(e0) < 0.5 * pad(plain)
+
+
+def test_one_length_pool_sorts_the_whole_epoch_and_pads_least():
+    lengths = np.random.default_rng(1).integers(5, 60, size=1000)
+    whole = list(LengthGroupedBatchSampler(lengths, 8, seed=3, mega=0))
+    assert sorted(i for b in whole for i in b) == list(range(1000))
+    assert whole == list(LengthGroupedBatchSampler(lengths, 8, seed=3, mega=0))
+    # one pool: the batches are consecutive runs of the epoch sorted by length, so no two overlap in length
+    spans = sorted((min(lengths[b]), max(lengths[b])) for b in whole)
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))
+    # ... and still shuffled: not in length order
+    firsts = [max(lengths[b]) for b in whole]
+    assert firsts != sorted(firsts, reverse=True) and firsts != sorted(firsts)
+
+    def pad(batches):
+        return sum(max(lengths[b]) * len(b) - sum(lengths[b]) for b in batches)
+
+    pools = {m: pad(list(LengthGroupedBatchSampler(lengths, 8, seed=3, mega=m))) for m in (5, 50, 0)}
+    assert pools[0] < pools[50] < pools[5]

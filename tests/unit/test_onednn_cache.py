@@ -11,6 +11,7 @@ from conftest import subprocess_env
 from tagtune import TrainConfig
 from tagtune.config import parse
 from tagtune.onednn_cache import VARIABLES, bound_kernel_caches
+from tagtune.runtime import cpu_bf16_supported
 
 # bf16 forward and backward of one Linear for 100 row counts, each new; prints the growth of glibc's
 # bytes in use (mallinfo2: every arena, plus mmapped blocks) from after the first shape to the end
@@ -63,10 +64,12 @@ def test_new_shapes_leave_no_kernels_behind():
     said, bounded = _growth_mib("bound")
     _, default = _growth_mib("defaults")
     assert said == "bounded (ONEDNN_PRIMITIVE_CACHE_CAPACITY=64, LRU_CACHE_CAPACITY=1)"
-    # measured: 165 MiB with the defaults (1.6 MiB per new shape, kept), 17.6 MiB bounded (64 kernels)
-    assert default > 100, default
+    # measured with native bf16 (AVX512-BF16): 165 MiB with the defaults (1.6 MiB per new shape, kept), 17.6 MiB
+    # bounded (64 kernels); with oneDNN's AVX-512 emulation of bf16 (Cascade Lake): 13.1 against 1.3 MiB
     assert bounded < 40, bounded
-    assert default > 4 * bounded
+    assert default > 4 * bounded, (default, bounded)
+    if cpu_bf16_supported():  # the kernels tagtune's CPU bf16 runs build are the large ones
+        assert default > 100, default
 
 
 def test_the_users_sizes_are_kept():
