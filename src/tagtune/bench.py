@@ -333,6 +333,10 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         {"length_group_batches": 50},
         "length pools of 50 batches, the Trainer's mega-batches (instead of the whole epoch sorted at once)",
     ),
+    "sentence_eval_batches": (
+        {"per_device_eval_batch_tokens": 0},
+        "evaluation in batches of the preset's sentence count (instead of batches of at most 2,048 padded sub-tokens)",
+    ),
     "foreach_adamw": ({"optim": "adamw_torch"}, "without fused AdamW (foreach AdamW instead)"),
     "no_micro_batches": (
         {"micro_batch_tokens": 0},

@@ -156,7 +156,16 @@ class TrainConfig:
     # ---- optimisation ---------------------------------------------------------------
     learning_rate: float = _help("Peak AdamW learning rate.", default=5e-5)
     per_device_train_batch_size: int = _help("Sentences (windows) per device per forward pass.", default=16)
-    per_device_eval_batch_size: int = _help("Sentences (windows) per device during evaluation.", default=32)
+    per_device_eval_batch_size: int = _help(
+        "Sentences (windows) per device per evaluation batch, where per_device_eval_batch_tokens is 0.", default=32
+    )
+    per_device_eval_batch_tokens: Optional[int] = _help(
+        "Size evaluation and prediction batches in padded sub-tokens instead: the split, longest first, is cut into "
+        "batches of at most this many (sentences x the batch's longest; a longer sentence alone), whatever their "
+        "sentence count, so short sentences still make large matmuls. Empty = 2048 on CPU, never on GPU; "
+        "0 = per_device_eval_batch_size sentences per batch.",
+        default=None,
+    )
     gradient_accumulation_steps: int = _help("Forward passes per optimizer step.", default=1)
     num_train_epochs: float = _help("Epochs over the training split.", default=3.0)
     max_steps: int = _help("If > 0: stop after this many optimizer steps (overrides num_train_epochs).", default=-1)
@@ -326,6 +335,8 @@ class TrainConfig:
                 bad(name, "must be >= 0")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 0:
             bad("micro_batch_tokens", "must be >= 0 (0 = never split a batch)")
+        if self.per_device_eval_batch_tokens is not None and self.per_device_eval_batch_tokens < 0:
+            bad("per_device_eval_batch_tokens", "must be >= 0 (0 = batches of per_device_eval_batch_size sentences)")
         for name in ("warmup_ratio", "lora_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, "must be in [0, 1)")

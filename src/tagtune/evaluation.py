@@ -46,7 +46,8 @@ def _gather_positions(
     rows, losses, lps = [], [], []
     off = torch.no_grad() if accelerator.distributed_type == DistributedType.DEEPSPEED else torch.inference_mode()
     with off:
-        for batch in loader:
+        for batch in loader:  # this process's own batches (train.make_eval_loader), still on the host
+            batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             logits = model(**{k: batch[k] for k in MODEL_INPUTS}).logits
             word_ids = batch["word_ids"]
             gold = torch.where(word_ids >= 0, batch["labels"], -100)

@@ -43,7 +43,17 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="weights/activations dtype (float16: GPU; bfloat16: GPU or a CPU with native bf16)",
     )
     p.add_argument(
-        "--batch_size", type=int, default=None, help="windows per forward pass (default: the run's eval batch size)"
+        "--batch_size",
+        type=int,
+        default=None,
+        help="windows per forward pass where batches are not sized by --batch_tokens (default: the run's eval batch size)",
+    )
+    p.add_argument(
+        "--batch_tokens",
+        type=int,
+        default=None,
+        help="padded sub-tokens per forward pass, whatever the window count; 0 = --batch_size windows per pass "
+        "(default: the run's per_device_eval_batch_tokens, 2048 on CPU; 0 when --batch_size is given)",
     )
     p.add_argument("--max_length", type=int, default=None, help="sub-tokens per window (default: the run's)")
     p.add_argument("--stride", type=int, default=None, help="words of left context per window (default: the run's)")
@@ -53,6 +63,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _load_from_args(a: argparse.Namespace) -> Tagger:
     if a.batch_size is not None and a.batch_size < 1:
         raise ConfigError(f"invalid value {a.batch_size}: must be >= 1", where="--batch_size")
+    if a.batch_tokens is not None and a.batch_tokens < 0:
+        raise ConfigError(f"invalid value {a.batch_tokens}: must be >= 0", where="--batch_tokens")
     if a.max_length is not None and a.max_length < 8:
         raise ConfigError(f"invalid value {a.max_length}: must be >= 8", where="--max_length")
     if a.stride is not None and a.stride < 0:
@@ -64,6 +76,7 @@ def _load_from_args(a: argparse.Namespace) -> Tagger:
         device=a.device,
         dtype=a.dtype,
         batch_size=a.batch_size,
+        batch_tokens=a.batch_tokens,
         max_length=a.max_length,
         stride=a.stride,
         base_model=a.base_model,

@@ -131,6 +131,7 @@ class Tagger:
     max_length: Optional[int] = None
     stride: int = 32
     batch_size: int = 32
+    batch_tokens: int = 0  # > 0: batches of at most this many padded sub-tokens instead of batch_size windows
     model_dir: Optional[Path] = None
     is_adapter: bool = False
     train_config: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -143,18 +144,20 @@ class Tagger:
         device: Optional[str] = "auto",
         dtype: str = "float32",
         batch_size: Optional[int] = None,
+        batch_tokens: Optional[int] = None,
         max_length: Optional[int] = None,
         stride: Optional[int] = None,
         base_model: Optional[str] = None,
     ) -> Tagger:
         """Load a run directory or model folder: a full model, or an adapter onto its base model.
 
-        ``batch_size``, ``max_length`` and ``stride`` default to the training run's evaluation
-        settings, so predictions match the training evaluation exactly.
+        ``batch_size``, ``batch_tokens``, ``max_length`` and ``stride`` default to the training run's
+        evaluation settings, so predictions match the training evaluation exactly. A ``batch_size`` given
+        without ``batch_tokens`` means batches of that many windows.
         """
         from transformers import AutoModelForTokenClassification
 
-        from .features import load_tokenizer
+        from .features import load_tokenizer, resolve_eval_batch_tokens
 
         model_dir = find_model_dir(path)
         tt_cfg = read_model_json(model_dir / CONFIG_FILE) if (model_dir / CONFIG_FILE).is_file() else {}
@@ -213,6 +216,9 @@ class Tagger:
                 "is on the hub while offline, pass --base_model PATH",
             ) from None
         model.to(device=dev, dtype=DTYPES[dtype]).eval()
+        if batch_tokens is None:  # the run's; a batch_size given alone asks for batches of that many windows
+            run_tokens = tt_cfg.get("per_device_eval_batch_tokens")
+            batch_tokens = 0 if batch_size else resolve_eval_batch_tokens(run_tokens, dev.type)
         return cls(
             model=model,
             tokenizer=tokenizer,
@@ -220,6 +226,7 @@ class Tagger:
             max_length=max_length if max_length is not None else tt_cfg.get("max_length"),
             stride=stride if stride is not None else int(tt_cfg.get("stride", 32)),
             batch_size=batch_size or int(tt_cfg.get("per_device_eval_batch_size", 32)),
+            batch_tokens=batch_tokens,
             model_dir=model_dir,
             is_adapter=is_adapter,
             train_config=tt_cfg,
@@ -247,7 +254,7 @@ class Tagger:
         return tags
 
     def _run(self, sentences: Sequence[Sequence[str]], gold: Optional[Sequence[Sequence[int]]] = None) -> _Run:
-        from .features import Collator, build_features
+        from .features import Collator, build_features, eval_batches
 
         sents = _check_sentences(sentences)
         sizes = np.asarray([len(s) for s in sents], dtype=np.int64)
@@ -262,13 +269,13 @@ class Tagger:
         seen = np.zeros(n, dtype=bool)
         if n:
             feats = build_features(sents, None, self.tokenizer, max_length=self.max_length, stride=self.stride)
-            # longest first, as the training evaluation batches: same padding, same numbers
-            order = np.argsort(-np.asarray(feats.lengths), kind="stable")
+            # the training evaluation's batches: same padding, same numbers
+            batches = eval_batches(feats.lengths, self.batch_size, self.batch_tokens)
             collate = Collator(feats, self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
             dev = self.device
             with torch.inference_mode():
-                for lo in range(0, len(order), self.batch_size):
-                    batch = collate(order[lo : lo + self.batch_size].tolist())
+                for windows in batches:
+                    batch = collate(windows)
                     logits = self.model(
                         input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)
                     ).logits
@@ -304,6 +311,7 @@ class Tagger:
             max_length=self.max_length,
             stride=self.stride,
             batch_size=self.batch_size,
+            batch_tokens=self.batch_tokens,
             model_dir=self.model_dir,
             is_adapter=False,
             train_config=self.train_config,

@@ -31,7 +31,17 @@ from .cpu_malloc import keep_freed_memory, release_freed_memory
 from .data import Corpus, load_corpus
 from .errors import TagtuneError
 from .evaluation import EvalResult, Scoring, evaluate
-from .features import Collator, FeatureDataset, Features, LengthGroupedBatchSampler, cached_features, load_tokenizer
+from .features import (
+    Collator,
+    FeatureDataset,
+    Features,
+    LengthGroupedBatchSampler,
+    cached_features,
+    eval_batches,
+    load_tokenizer,
+    resolve_eval_batch_tokens,
+    shard_batches,
+)
 from .metrics import confusion, label_distribution, load_libraries, primary_metric
 from .microbatch import forward_backward, resolve_micro_batch_tokens
 from .modeling import ParamCounts, build_model, count_parameters, resolve_model_path
@@ -95,18 +105,13 @@ def make_loader(
     seed: int,
     group_by_length: bool,
     length_group_batches: int,
-    shuffle: bool,
     pad_id: int,
     pad_multiple: Optional[int],
     num_workers: int,
 ) -> tuple[torch.utils.data.DataLoader, LengthGroupedBatchSampler]:
+    """The training loader: global batches (per-device size x processes) that Accelerate splits."""
     sampler = LengthGroupedBatchSampler(
-        features.lengths,
-        batch_size,
-        seed,
-        shuffle=shuffle,
-        group_by_length=group_by_length,
-        mega=length_group_batches,
+        features.lengths, batch_size, seed, group_by_length=group_by_length, mega=length_group_batches
     )
     # Its own generator: starting an epoch's iterator then draws no number from the global torch RNG
     # (dropout's), which a checkpoint restores at a step boundary, so a resumed run stays bitwise exact.
@@ -119,6 +124,25 @@ def make_loader(
         generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler
+
+
+def make_eval_loader(
+    features: Features,
+    batches: list[list[int]],
+    *,
+    pad_id: int,
+    pad_multiple: Optional[int],
+    num_workers: int,
+) -> torch.utils.data.DataLoader:
+    """This process's evaluation loader, over its own batches (``shard_batches``). Not prepared by Accelerate,
+    whose split of a global batch assumes one fixed size: batches sized by tokens vary in sentence count."""
+    return torch.utils.data.DataLoader(
+        FeatureDataset(features),
+        batch_sampler=batches,
+        collate_fn=Collator(features, pad_id, pad_multiple),
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 class TrainingRecipe:
@@ -225,19 +249,26 @@ class TrainingRecipe:
         self.corpus = replace(c, train=[])
         logger.info("features: train %s, eval %s (cache %s)", train_hit, eval_hit, cache)
         n = acc.num_processes
-        loader_kw = dict(
-            seed=cfg.seed,
-            group_by_length=cfg.group_by_length,
-            length_group_batches=cfg.length_group_batches,
+        collate_kw = dict(
             pad_id=self.tokenizer.pad_token_id,
             # multiples of 8 feed GPU tensor cores; on CPU they are only more padding (19% vs 8% of bf16 batches)
             pad_multiple=8 if acc.mixed_precision in ("fp16", "bf16") and acc.device.type == "cuda" else None,
             num_workers=cfg.dataloader_num_workers,
         )
         self.train_dl, self.train_sampler = make_loader(
-            self.train_f, cfg.per_device_train_batch_size * n, shuffle=True, **loader_kw
+            self.train_f,
+            cfg.per_device_train_batch_size * n,
+            seed=cfg.seed,
+            group_by_length=cfg.group_by_length,
+            length_group_batches=cfg.length_group_batches,
+            **collate_kw,
         )
-        self.eval_dl, _ = make_loader(self.eval_f, cfg.per_device_eval_batch_size * n, shuffle=False, **loader_kw)
+        # evaluation longest first (in file order without length grouping), each process its own batches
+        self.eval_batch_tokens = resolve_eval_batch_tokens(cfg.per_device_eval_batch_tokens, acc.device.type)
+        batches = eval_batches(
+            self.eval_f.lengths, cfg.per_device_eval_batch_size, self.eval_batch_tokens, sort=cfg.group_by_length
+        )
+        self.eval_dl = make_eval_loader(self.eval_f, shard_batches(batches, acc.process_index, n), **collate_kw)
 
     def _setup_model(self) -> None:
         from accelerate.utils import set_seed
@@ -336,8 +367,8 @@ class TrainingRecipe:
                 ds["gradient_clipping"] = cfg.max_grad_norm
             if self.resume_meta is not None and ckpt.is_universal(self.resume_meta):
                 ckpt.request_universal_load(ds)  # `tagtune convert-checkpoint --to universal` output
-        self.model, self.optimizer, self.train_dl, self.eval_dl, self.scheduler = acc.prepare(
-            self.model, self.optimizer, self.train_dl, self.eval_dl, self.scheduler
+        self.model, self.optimizer, self.train_dl, self.scheduler = acc.prepare(
+            self.model, self.optimizer, self.train_dl, self.scheduler
         )
         self.micro_batch_tokens = resolve_micro_batch_tokens(
             cfg.micro_batch_tokens, acc.device.type, deepspeed=acc.distributed_type == DistributedType.DEEPSPEED

@@ -18,7 +18,8 @@ if __name__ != "__main__":
     from conftest import ROOT, accelerate_launch, read_json, run_cmd
 
 # 64 training sentences = 4 optimizer steps of a global batch of 16 (2 processes x 8, or 1 x 16);
-# 37 evaluation sentences in global batches of 8: the last batch is uneven and padded across processes.
+# 37 evaluation sentences in batches of at most 64 padded sub-tokens (1 to 8 sentences each), dealt out to
+# the processes in turn: an odd count, so one process runs a batch twice and every word is still counted once.
 STEPS, TRAIN, EVAL, GLOBAL_BATCH = 4, 64, 37, 16
 COMMON = [
     "--max_steps",
@@ -27,8 +28,8 @@ COMMON = [
     str(TRAIN),
     "--max_eval_samples",
     str(EVAL),
-    "--per_device_eval_batch_size",
-    "4",
+    "--per_device_eval_batch_tokens",
+    "64",
     "--logging_steps",
     "1",
     "--report_to",

@@ -129,6 +129,28 @@ def test_api_cli_and_training_evaluation_agree_word_for_word(smoke_run, tagger, 
     assert [[w for w, _ in s] for s in read_conll_tags(out2)] == words[:50]
 
 
+def test_predict_batches_by_sub_tokens_as_the_training_evaluation_did(smoke_run, tagger, training_eval):
+    words, trained = [r["words"] for r in training_eval], [r["tags"] for r in training_eval]
+    run_cfg = read_json(smoke_run / "model" / "tagtune_config.json")
+    assert run_cfg["per_device_eval_batch_tokens"] is None and run_cfg["per_device_eval_batch_size"] == 32
+    assert tagger.batch_tokens == 2048  # the run's setting, resolved for a CPU as training resolved it
+    shapes = []
+    hook = tagger.model.register_forward_pre_hook(
+        lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        assert tagger.tag(words) == trained
+    finally:
+        hook.remove()
+    assert sum(n for n, _ in shapes) == len(words)  # the smoke run's sentences are one window each
+    assert all(n * width <= 2048 for n, width in shapes) and max(n for n, _ in shapes) > 32
+    assert [w for _, w in shapes] == sorted((w for _, w in shapes), reverse=True)  # longest first
+    by_count = Tagger.load(smoke_run / "model", device="cpu", batch_size=7)  # a batch size alone: 7 per batch
+    assert by_count.batch_tokens == 0 and by_count.tag(words[:50]) == trained[:50]
+    small = Tagger.load(smoke_run / "model", device="cpu", batch_tokens=40)  # mostly one sentence per batch
+    assert small.batch_tokens == 40 and small.tag(words[:50]) == trained[:50]
+
+
 def test_evaluate_gives_the_training_evaluations_metrics_and_files(smoke_run, tmp_path):
     out = tmp_path / "eval"
     assert run_cli("evaluate", "--model", smoke_run, "--dataset", "synthetic:pos", "--out", out) == 0

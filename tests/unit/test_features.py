@@ -8,8 +8,11 @@ from tagtune.features import (
     Collator,
     LengthGroupedBatchSampler,
     build_features,
+    eval_batches,
     is_byte_level,
     load_tokenizer,
+    resolve_eval_batch_tokens,
+    shard_batches,
     special_tokens,
     window_spans,
 )
@@ -124,3 +127,37 @@ def test_one_length_pool_sorts_the_whole_epoch_and_pads_least():
 
     pools = {m: pad(list(LengthGroupedBatchSampler(lengths, 8, seed=3, mega=m))) for m in (5, 50, 0)}
     assert pools[0] < pools[50] < pools[5]
+
+
+def test_evaluation_batches_by_tokens_hold_the_budget_longest_first():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, size=500).tolist() + [300]  # one window longer than the budget
+    by_tokens = eval_batches(lengths, 32, max_tokens=512)
+    assert sorted(i for b in by_tokens for i in b) == list(range(len(lengths)))  # every window once
+    widths = [max(lengths[i] for i in b) for b in by_tokens]
+    assert widths == sorted(widths, reverse=True)  # longest first, as the sentence batches
+    assert by_tokens[0] == [500]  # the 300-sub-token window alone
+    for b, w in zip(by_tokens[1:], widths[1:]):
+        assert len(b) * w <= 512
+    counts = [len(b) for b in by_tokens]
+    assert max(counts) > 32 and min(counts[1:]) < 32  # the count follows the length, not batch_size
+    # greedy: one more window would break the budget
+    assert all((len(b) + 1) * w > 512 for b, w in zip(by_tokens[:-1], widths[:-1]))
+    by_count = eval_batches(lengths, 32)
+    assert [len(b) for b in by_count[:-1]] == [32] * (len(by_count) - 1)
+    assert [i for b in by_count for i in b] == [i for b in by_tokens for i in b]  # the same order
+    assert [i for b in eval_batches(lengths, 32, 512, sort=False) for i in b] == list(range(len(lengths)))
+    assert resolve_eval_batch_tokens(None, "cpu") == 2048 and resolve_eval_batch_tokens(None, "cuda") == 0
+    assert resolve_eval_batch_tokens(0, "cpu") == 0 and resolve_eval_batch_tokens(96, "cuda") == 96
+
+
+@pytest.mark.parametrize("n_batches,world", [(7, 2), (8, 2), (1, 2), (5, 3), (0, 2), (4, 1)])
+def test_evaluation_shards_give_every_process_as_many_batches_and_miss_none(n_batches, world):
+    batches = [[i] for i in range(n_batches)]
+    shards = [shard_batches(batches, r, world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # the same number of forwards on every process (ZeRO-3)
+    assert len(shards[0]) == -(-n_batches // world)
+    assert sorted({b[0] for s in shards for b in s}) == list(range(n_batches))
+    assert shards[0][0:1] == batches[0:1]  # rank r starts at batch r
+    if world == 1:
+        assert shards[0] == batches
