@@ -198,7 +198,8 @@ class TrainConfig:
     micro_batch_tokens: Optional[int] = _help(
         "Run a training batch of more padded sub-tokens (sentences x length) than this as several forward/backward "
         "passes before its one optimizer step, with the same gradient: bounds the activation memory of the longest "
-        "batches. Empty = 1024 on CPU, never on GPU; 0 = never. Not under DeepSpeed (its own micro-steps).",
+        "batches. Empty = on CPU 1024 in bf16 and 512 in fp32 (the same activation bytes), never on GPU; 0 = never. "
+        "Not under DeepSpeed (its own micro-steps).",
         default=None,
     )
     micro_batch_attention_length: int = _help(

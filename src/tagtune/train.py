@@ -371,7 +371,10 @@ class TrainingRecipe:
             self.model, self.optimizer, self.train_dl, self.scheduler
         )
         self.micro_batch_tokens = resolve_micro_batch_tokens(
-            cfg.micro_batch_tokens, acc.device.type, deepspeed=acc.distributed_type == DistributedType.DEEPSPEED
+            cfg.micro_batch_tokens,
+            acc.device.type,
+            deepspeed=acc.distributed_type == DistributedType.DEEPSPEED,
+            precision=acc.mixed_precision,
         )
         if self.micro_batch_tokens:
             att = self.cfg.micro_batch_attention_length

@@ -115,11 +115,16 @@ def test_parts_by_attention_have_the_one_pass_gradient():
 
 
 def test_budget_resolution():
-    assert resolve_micro_batch_tokens(None, "cpu", deepspeed=False) == CPU_DEFAULT_TOKENS
-    assert resolve_micro_batch_tokens(None, "cuda", deepspeed=False) == 0
-    assert resolve_micro_batch_tokens(512, "cuda", deepspeed=False) == 512
-    assert resolve_micro_batch_tokens(0, "cpu", deepspeed=False) == 0
-    assert resolve_micro_batch_tokens(512, "cpu", deepspeed=True) == 0  # DeepSpeed: its own micro-steps
+    # by activation bytes: fp32 activations are twice bf16's, so half the sub-tokens per pass
+    assert resolve_micro_batch_tokens(None, "cpu", deepspeed=False, precision="bf16") == CPU_DEFAULT_TOKENS == 1024
+    assert resolve_micro_batch_tokens(None, "cpu", deepspeed=False, precision="no") == 512
+    assert resolve_micro_batch_tokens(None, "cuda", deepspeed=False, precision="bf16") == 0
+    assert resolve_micro_batch_tokens(512, "cuda", deepspeed=False, precision="fp16") == 512
+    assert resolve_micro_batch_tokens(0, "cpu", deepspeed=False, precision="no") == 0
+    assert resolve_micro_batch_tokens(1024, "cpu", deepspeed=False, precision="no") == 1024  # asked for: kept
+    assert (
+        resolve_micro_batch_tokens(512, "cpu", deepspeed=True, precision="no") == 0
+    )  # DeepSpeed: its own micro-steps
 
 
 def test_negative_budget_is_refused_with_the_field_named():
