@@ -498,7 +498,10 @@ class TrainingRecipe:
             if acc.sync_gradients and self.sparse_grad is not None:
                 self.sparse_grad.densify()  # before clipping and the optimizer, which want it dense
             if acc.sync_gradients and cfg.max_grad_norm > 0:
-                grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                if self.sparse_grad is not None:  # one CPU process: no loss scaler, nothing for Accelerate to do
+                    grad_norm = self.sparse_grad.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                else:
+                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             if acc.sync_gradients:
                 self.overflow.before_step()
             self.optimizer.step()

@@ -65,12 +65,39 @@ def test_same_training_trajectory_with_adamw():
         ids = torch.randint(0, 50, (2, 5))
         for m, opt in zip((a, b), opts):
             m(ids).backward()
-            if m is b:
+            if m is b:  # as the trainer does: densify, then clip at the touched rows
                 sparse.densify()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 0.5)
+                sparse.clip_grad_norm_(m.parameters(), 0.5)
+            else:
+                torch.nn.utils.clip_grad_norm_(m.parameters(), 0.5)
             opt.step()
             opt.zero_grad(set_to_none=True)
     torch.testing.assert_close(a.emb.weight, b.emb.weight, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e6])  # clipping, and a norm far under the limit (factor 1)
+def test_clipping_at_the_touched_rows_equals_torchs(max_norm):
+    torch.manual_seed(2)
+    dense, sparse_model = Tiny(), Tiny()
+    sparse_model.load_state_dict(dense.state_dict())
+    sparse = SparseEmbeddingGrad.install(sparse_model)
+    for ids in (torch.tensor([[1, 2, 2, 3]]), torch.tensor([[4, 9, 9]])):  # the second step's rows differ
+        dense(ids).backward()
+        sparse_model(ids).backward()
+        sparse.densify()
+        want = torch.nn.utils.clip_grad_norm_(dense.parameters(), max_norm)
+        got = sparse.clip_grad_norm_(sparse_model.parameters(), max_norm)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+        assert (got > max_norm) == (max_norm < 1)
+        for p, q in zip(sparse_model.parameters(), dense.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
+        assert torch.linalg.vector_norm(sparse_model.emb.weight.grad) > 0
+        dense.zero_grad(set_to_none=True)
+        sparse_model.zero_grad(set_to_none=True)
+    # a gradient that densify did not write (none this step): torch's own clipping, whatever is there
+    sparse_model.emb.weight.grad = torch.ones_like(sparse_model.emb.weight)
+    sparse_model.out.weight.grad = torch.zeros_like(sparse_model.out.weight)
+    assert sparse.clip_grad_norm_(sparse_model.parameters(), 1e6).item() == pytest.approx(20.0)  # sqrt(50 x 8)
 
 
 def test_only_trainable_plain_embeddings():
