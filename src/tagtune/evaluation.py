@@ -31,16 +31,32 @@ class EvalResult:
     pred: list[list[str]]
 
 
-def _gather_positions(
-    accelerator: Any, model: torch.nn.Module, loader: Any, log_probs: bool = False
-) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """Every scored position of the split from every process: rows (sentence, word, gold, predicted), losses,
-    and (``log_probs``) each position's log-probabilities over the labels, for constrained decoding.
+@dataclass
+class Positions:
+    """Every scored position of a split from every process: rows (sentence, word, gold, predicted), each
+    position's loss, and (for constrained decoding) its log-probabilities over the labels."""
+
+    rows: np.ndarray
+    losses: np.ndarray
+    log_probs: Optional[np.ndarray]
+
+
+def gather_positions(accelerator: Any, model: torch.nn.Module, loader: Any, log_probs: bool = False) -> Positions:
+    """The forward passes of an evaluation (the model in eval mode, then back in training mode), gathered
+    from every process.
 
     Every position stays on the device, flattened, until the split is done: no host sync, no
     collective per batch (one pad + gather at the end). inference_mode, except under DeepSpeed, whose
     ZeRO-3 hooks would re-gather weights as inference tensors that training cannot use.
     """
+    model.eval()
+    try:
+        return _gather(accelerator, model, loader, log_probs)
+    finally:
+        model.train()
+
+
+def _gather(accelerator: Any, model: torch.nn.Module, loader: Any, log_probs: bool) -> Positions:
     from accelerate.utils import DistributedType
 
     rows, losses, lps = [], [], []
@@ -70,7 +86,7 @@ def _gather_positions(
                 lp = accelerator.gather(accelerator.pad_across_processes(lp, dim=0, pad_index=0.0))
         keep = ints[:, 1] >= 0
         lp_out = lp[keep].cpu().numpy() if lp is not None else None
-        return ints[keep].cpu().numpy(), tok_loss[keep].float().cpu().numpy(), lp_out
+        return Positions(ints[keep].cpu().numpy(), tok_loss[keep].float().cpu().numpy(), lp_out)
 
 
 def _unique_in_order(rows: np.ndarray) -> np.ndarray:
@@ -95,25 +111,20 @@ def _sentences(sent_ids: np.ndarray, ids: np.ndarray, labels: list[str]) -> list
     return out
 
 
-def evaluate(
-    accelerator: Any,
-    model: torch.nn.Module,
-    loader: Any,
-    features: Features,
-    labels: list[str],
-    scoring: Optional[Scoring] = None,
-) -> EvalResult:
-    """One pass over the evaluation split; every word is scored exactly once across processes.
+def constrains(scoring: Scoring) -> bool:
+    """Whether the predictions are decoded under the span scheme's constraints (log-probabilities needed)."""
+    return scoring.constrain_decoding and scoring.scheme != "none"
+
+
+def score(positions: Positions, features: Features, labels: list[str], scoring: Scoring) -> EvalResult:
+    """The metrics of gathered positions: every word of ``features`` scored exactly once, in sentence order.
 
     With ``scoring.constrain_decoding`` the predictions are the best valid span sequences
     (Viterbi, ``decoding.constrained_decode``); the argmax's entity F1 is kept beside them as
     ``entity_f1_unconstrained``.
     """
-    scoring = scoring or Scoring()
-    constrain = scoring.constrain_decoding and scoring.scheme != "none"
-    model.eval()
-    rows, losses, lp = _gather_positions(accelerator, model, loader, log_probs=constrain)
-    model.train()
+    constrain = constrains(scoring)
+    rows, losses, lp = positions.rows, positions.losses, positions.log_probs
     order = _unique_in_order(rows)
     if len(order) != features.num_words:
         raise RuntimeError(f"evaluation scored {len(order)} words but the split has {features.num_words}")

@@ -1,5 +1,5 @@
 """What a training run keeps in memory: no metric libraries before the first evaluation (and the heap
-kept for training steps released before it), no training sentences once their features exist, and
+kept for training steps released before its forward passes, their pages before the libraries), no training sentences once their features exist, and
 results.json still reports the training split in full."""
 
 import json
@@ -17,9 +17,10 @@ from tagtune.data import load_corpus
 from tagtune.metrics import label_distribution
 from tagtune.train import TrainingRecipe
 
-releases = []  # per call of the trainer's heap release: were the metric libraries loaded yet?
-release = tagtune.train.release_freed_memory
-tagtune.train.release_freed_memory = lambda: releases.append("seqeval" in sys.modules) or release()
+events = []  # the trainer's heap releases and evaluation passes, in order: were the metric libraries loaded yet?
+release, passes = tagtune.train.release_freed_memory, tagtune.train.gather_positions
+tagtune.train.release_freed_memory = lambda: events.append(["release", "seqeval" in sys.modules]) or release()
+tagtune.train.gather_positions = lambda *a, **k: events.append(["passes", "seqeval" in sys.modules]) or passes(*a, **k)
 
 # (not SciPy: transformers imports scipy.optimize itself when it loads a model, for its detection losses)
 LIBS = ("seqeval", "sklearn", "pandas", "pyarrow")
@@ -37,7 +38,7 @@ print(json.dumps({
     "at_setup": at_setup,
     "after_eval": after_eval,
     "sentences_kept": sentences_kept,
-    "releases": releases,
+    "events": events,
     "train_sentences": [len(train), results["train_sentences"]],
     "labels": [label_distribution([s.tags for s in train]), results["label_distribution"]["train"]],
 }))
@@ -58,8 +59,9 @@ def test_metric_libraries_load_at_the_first_evaluation_and_training_sentences_go
     # seqeval imports scikit-learn, which imports pandas and pyarrow: ~130 MiB training never holds
     assert got["at_setup"] == []
     assert got["after_eval"] == ["seqeval", "sklearn", "pandas", "pyarrow"]
-    # the kept heap went back before that first evaluation (and its libraries) took memory; one evaluation
-    assert got["releases"] == [False]
+    # one evaluation: the kept heap went back before its forward passes, and their pages before the
+    # libraries loaded (neither stacks on the other or on training's pages)
+    assert got["events"] == [["release", False], ["passes", False], ["release", False]]
     assert got["sentences_kept"] == 0
     n, reported = got["train_sentences"]
     assert n > 100 and reported == n
