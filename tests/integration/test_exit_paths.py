@@ -89,12 +89,12 @@ def test_any_other_exception_closes_everything_once(tmp_path, monkeypatch):
 
         return wrapper
 
-    def broken_evaluate(*a, **kw):
+    def broken_scoring(*a, **kw):
         raise RuntimeError("evaluation bug")
 
     monkeypatch.setattr(tracking, "finish", count("finish", real_finish))
     monkeypatch.setattr(runtime, "shutdown", count("shutdown", real_shutdown))
-    monkeypatch.setattr(train_module, "evaluate", broken_evaluate)
+    monkeypatch.setattr(train_module, "score", broken_scoring)  # the evaluation's metrics step
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="evaluation bug"):
         train_module.main(Smoke, ["--output_dir", str(out), "--max_steps", "4", *SMALL])
