@@ -214,9 +214,9 @@ class Collator:
 
 
 class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
-    """Training batches: shuffled batches of similar-length windows, reproducible per (seed, epoch): the shuffled windows are
-    sorted by length in pools of ``mega`` batches (the Trainer's mega-batches; 0: one pool, the whole epoch),
-    cut into batches, and the full batches shuffled.
+    """Training batches: shuffled batches of similar-length windows, reproducible per (seed, epoch): the
+    shuffled windows are sorted by length in pools of ``mega`` batches (the Trainer's mega-batches; 0: one
+    pool, the whole epoch), cut into batches, and the full batches shuffled.
 
     Yields *global* batches (per-device size x processes); Accelerate splits each across
     processes, so the data seen at each step is the same whatever the world size.

@@ -31,7 +31,6 @@ class SparseEmbeddingGrad:
         self.weight = embedding.weight
         self.buffer = torch.zeros_like(self.weight)
         self.rows: Optional[torch.Tensor] = None  # the buffer's nonzero rows: the last densify's
-        self.values: Optional[torch.Tensor] = None  # and their gradient, while the buffer is weight.grad
 
     @classmethod
     def install(cls, model: torch.nn.Module) -> Optional[SparseEmbeddingGrad]:
@@ -54,7 +53,7 @@ class SparseEmbeddingGrad:
             if self.rows is not None:
                 self.buffer.index_fill_(0, self.rows, 0.0)
             self.buffer.index_copy_(0, rows, grad.values())
-        self.rows, self.values = rows, grad.values()
+        self.rows = rows
         self.weight.grad = self.buffer
 
     def clip_grad_norm_(self, parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
@@ -62,12 +61,13 @@ class SparseEmbeddingGrad:
         table's gradient read at the rows the last ``densify`` wrote: zero elsewhere, they add nothing to the
         norm, and scaling them changes nothing. Returns the total norm."""
         params = [p for p in parameters if p.grad is not None]
-        if self.values is None or self.weight.grad is not self.buffer:  # not densified this step
+        if self.rows is None or self.weight.grad is not self.buffer:  # not densified this step
             return torch.nn.utils.clip_grad_norm_(params, max_norm)
         others = [p for p in params if p is not self.weight]
-        total = torch.nn.utils.get_total_norm([p.grad for p in others] + [self.values], 2.0)
+        written = self.buffer.index_select(0, self.rows)  # a copy of a few hundred rows
+        total = torch.nn.utils.get_total_norm([p.grad for p in others] + [written], 2.0)
         torch.nn.utils.clip_grads_with_norm_(others, max_norm, total)
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # clip_grads_with_norm_'s coefficient
         with torch.no_grad():
-            self.buffer.index_copy_(0, self.rows, self.values.mul_(coef))
+            self.buffer.index_copy_(0, self.rows, written.mul_(coef))
         return total

@@ -115,15 +115,8 @@ def make_loader(
     )
     # Its own generator: starting an epoch's iterator then draws no number from the global torch RNG
     # (dropout's), which a checkpoint restores at a step boundary, so a resumed run stays bitwise exact.
-    loader = torch.utils.data.DataLoader(
-        FeatureDataset(features),
-        batch_sampler=sampler,
-        collate_fn=Collator(features, pad_id, pad_multiple),
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return loader, sampler
+    generator = torch.Generator().manual_seed(seed)
+    return _feature_loader(features, sampler, pad_id, pad_multiple, num_workers, generator), sampler
 
 
 def make_eval_loader(
@@ -136,12 +129,24 @@ def make_eval_loader(
 ) -> torch.utils.data.DataLoader:
     """This process's evaluation loader, over its own batches (``shard_batches``). Not prepared by Accelerate,
     whose split of a global batch assumes one fixed size: batches sized by tokens vary in sentence count."""
+    return _feature_loader(features, batches, pad_id, pad_multiple, num_workers)
+
+
+def _feature_loader(
+    features: Features,
+    batch_sampler: Any,
+    pad_id: int,
+    pad_multiple: Optional[int],
+    num_workers: int,
+    generator: Optional[torch.Generator] = None,
+) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         FeatureDataset(features),
-        batch_sampler=batches,
+        batch_sampler=batch_sampler,
         collate_fn=Collator(features, pad_id, pad_multiple),
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
+        generator=generator,
     )
 
 
