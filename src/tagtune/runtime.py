@@ -317,7 +317,9 @@ def _unpin_default_arguments() -> int:
     group_type = torch.distributed.ProcessGroup
     unpinned = 0
     for fn in gc.get_objects():
-        if not isinstance(fn, types.FunctionType):
+        # the exact type: isinstance() would fall back to obj.__class__, which on some objects warns (torch's
+        # deprecated torch.distributed.reduce_op prints a FutureWarning); functions cannot be subclassed
+        if type(fn) is not types.FunctionType:
             continue
         defaults, kwdefaults = fn.__defaults__, fn.__kwdefaults__
         if defaults and any(isinstance(d, group_type) for d in defaults):

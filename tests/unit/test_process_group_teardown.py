@@ -90,3 +90,24 @@ def test_shutdown_without_a_pin_leaves_no_thread_and_reports_them_before():
         """
     )
     assert "pt_gloo_runloop" in got["before"] and got["left"] == [] and not got["initialized"], got
+
+
+def test_shutdown_warns_nothing_while_scanning_for_pinned_groups():
+    """The scan for pinned defaults looks at every object in the process; it must not touch attributes that
+    warn (torch.distributed.reduce_op warns on __class__, which isinstance() falls back to)."""
+    code = PRELUDE + textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("always")
+        held = torch.distributed.reduce_op  # the deprecated object, alive in gc's view as in a real run
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            left = runtime.shutdown(FakeAccelerator())
+        print(json.dumps({"left": left, "warnings": [str(w.message) for w in caught]}))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"left": [], "warnings": []}, got
+    assert "reduce_op" not in proc.stderr, proc.stderr[-2000:]
