@@ -35,11 +35,16 @@ PRELUDE = textwrap.dedent(
 )
 
 
-def run(body: str) -> dict:
+def launch(body: str, *python_flags: str) -> tuple[dict, str]:
+    """Run PRELUDE + body in a fresh interpreter; returns the JSON of its last stdout line, and its stderr."""
     code = PRELUDE + textwrap.dedent(body)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, *python_flags, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    return __import__("json").loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def run(body: str) -> dict:
+    return launch(body)[0]
 
 
 def test_a_group_pinned_in_a_default_argument_is_released():
@@ -95,7 +100,7 @@ def test_shutdown_without_a_pin_leaves_no_thread_and_reports_them_before():
 def test_shutdown_warns_nothing_while_scanning_for_pinned_groups():
     """The scan for pinned defaults looks at every object in the process; it must not touch attributes that
     warn (torch.distributed.reduce_op warns on __class__, which isinstance() falls back to)."""
-    code = PRELUDE + textwrap.dedent(
+    got, stderr = launch(
         """
         import warnings
         warnings.simplefilter("always")
@@ -104,10 +109,9 @@ def test_shutdown_warns_nothing_while_scanning_for_pinned_groups():
             warnings.simplefilter("always")
             left = runtime.shutdown(FakeAccelerator())
         print(json.dumps({"left": left, "warnings": [str(w.message) for w in caught]}))
-        """
+        """,
+        "-W",
+        "always",
     )
-    proc = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"left": [], "warnings": []}, got
-    assert "reduce_op" not in proc.stderr, proc.stderr[-2000:]
+    assert "reduce_op" not in stderr, stderr[-2000:]
