@@ -862,14 +862,6 @@ def run_path(path: str, spec: BenchSpec, workdir: Path, timeout: int) -> dict[st
     return rates(raw)
 
 
-def _order(names: list[str], repeats: int) -> list[str]:
-    """c b a, a b c, c b a ...: each path goes first as often as last over pairs of repeats."""
-    out: list[str] = []
-    for i in range(repeats):
-        out += list(reversed(names)) if i % 2 == 0 else list(names)
-    return out
-
-
 def run_bench(
     spec: BenchSpec,
     out: Path,
@@ -884,7 +876,7 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()[0]
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
-    jobs = [(p, spec) for p in _order(list(PATHS), repeats)]
+    jobs = [(p, spec) for p in bench_predict.alternating_order(list(PATHS), repeats)]
     if compare_predict:  # the last tagtune run keeps its model for the inference comparison
         last = max(i for i, (p, _) in enumerate(jobs) if p == "tagtune")
         jobs[last] = ("tagtune", BenchSpec(**{**asdict(spec), "save_model": True}))
@@ -917,7 +909,7 @@ def run_bench(
         env = _worker_env(spec.omp_wait_policy)
         for key, dtype in _predict_dtypes(runs["tagtune"][-1]["precision"]).items():  # as tagtune really ran
             report[key] = bench_predict.compare(
-                run_dir / "model", sentences, out / key, spec.eval_batch_size, env, dtype
+                run_dir / "model", sentences, out / key, spec.eval_batch_size, env, dtype, rounds=repeats
             )
             _write_report(out, report)
     return report
@@ -1009,7 +1001,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument(
         "--out", default=None, help="output folder for bench.json / bench.md (default outputs/bench-<preset>)"
     )
-    p.add_argument("--repeats", type=int, default=1, help="runs per path, alternating order; timings are medians")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs per path (training and predict), alternating order; timings are medians",
+    )
     p.add_argument(
         "--ablations",
         nargs="*",

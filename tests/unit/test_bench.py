@@ -70,7 +70,7 @@ def test_peak_flops_table_and_mfu():
 
 
 def test_repeats_alternate_and_report_medians():
-    assert bench._order(list(bench.PATHS), 2) == [
+    assert bench_predict.alternating_order(list(bench.PATHS), 2) == [
         "baseline",
         "grouped",
         "tagtune",
@@ -268,8 +268,40 @@ def test_predict_floor_needs_the_ratio_and_the_tags(monkeypatch, tmp_path, dtype
     assert res["pipeline_self_agreement"] == 1.0  # batch sizes 1 and 32: both rows
     text = bench_predict.markdown(res)
     assert ("floor 3x: met." if met else "floor 3x: NOT met.") in text
+    assert res["rounds"] == 1 and "rounds" not in text  # one run per path: no per-round line
     single = bench_predict.compare(tmp_path, [["w", "x"], ["y"]], tmp_path / "q", 1, {}, dtype)
     assert single["pipeline_self_agreement"] is None and "two batch sizes" not in bench_predict.markdown(single)
+
+
+def test_predict_rounds_alternate_and_rates_are_medians(monkeypatch, tmp_path):
+    """--repeats N runs each predict path N times, alternating the order; rates are medians, the ratio of
+    each round is reported, and a round whose tags differ is a mismatch."""
+    calls: list[str] = []
+    seconds = {"t": iter([1.0, 3.0, 1.5]), 1: iter([10.0, 12.0, 8.0]), 32: iter([4.0, 6.0, 5.0])}
+
+    def tagtune(*a):
+        calls.append("t")
+        return {"seconds": next(seconds["t"]), "words": 300, "tags": [["A", "B"], ["C"]]}
+
+    def pipeline(model_dir, input_file, workdir, batch, dt, env):
+        calls.append(batch)
+        tags = [["A", "X"], ["C"]] if batch == 32 and len(calls) > 6 else [["A", "B"], ["C"]]  # third round
+        return {"seconds": next(seconds[batch]), "words": 300, "tags": tags, "dtype": f"torch.{dt}"}
+
+    monkeypatch.setattr(bench_predict, "run_tagtune", tagtune)
+    monkeypatch.setattr(bench_predict, "run_pipeline", pipeline)
+    res = bench_predict.compare(tmp_path, [["w", "x"], ["y"]], tmp_path / "p", 32, {}, "float32", rounds=3)
+    assert calls == [32, 1, "t", "t", 1, 32, 32, 1, "t"]  # c b a, a b c, c b a
+    assert res["words_per_s"] == {
+        "tagtune predict": pytest.approx(200.0),  # median of 300, 100, 200 words/s
+        "pipeline, batch_size=1": pytest.approx(30.0),
+        "pipeline, batch_size=32": pytest.approx(60.0),
+    }
+    assert res["ratio"] == pytest.approx(200.0 / 60.0)
+    assert res["round_ratios"] == pytest.approx([300 / 75, 100 / 50, 200 / 60])
+    assert res["mismatched"] == ["pipeline, batch_size=32"] and res["met"] is False  # round 3's tags differ
+    text = bench_predict.markdown(res)
+    assert "medians of 3 rounds" in text and "4.00x, 2.00x, 3.33x" in text
 
 
 def _predict_row(dtype: str) -> dict:
