@@ -148,6 +148,7 @@ def compare(
         "sentences": len(sentences),
         "words_per_s": rate,
         "rounds": rounds,
+        "round_words_per_s": per_round,
         # tagtune against the faster pipeline within each round (runs a few minutes apart)
         "round_ratios": [rnd["tagtune predict"] / max(rnd[p] for p in pipes) for rnd in per_round],
         "best_pipeline": best,

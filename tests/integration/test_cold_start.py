@@ -44,6 +44,8 @@ def test_zero3_first_launch_with_an_empty_cache(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == ["features", "synthetic-bert-v2"]
     leftovers = [p for p in cache.rglob("*") if p.name.startswith((".", "tmp"))]
     assert leftovers == []  # no temporary folder of the model build or of the feature cache left behind
+    # DeepSpeed's CPU communication op, compiled at the first launch, is kept where the README says
+    assert list(Path(os.environ["TORCH_EXTENSIONS_DIR"]).rglob("deepspeed_shm_comm*.so")), "shm op not cached"
 
 
 def test_accelerate_launch_uses_every_core_unless_the_user_says_otherwise(tmp_path):

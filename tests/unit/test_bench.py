@@ -299,6 +299,7 @@ def test_predict_rounds_alternate_and_rates_are_medians(monkeypatch, tmp_path):
     }
     assert res["ratio"] == pytest.approx(200.0 / 60.0)
     assert res["round_ratios"] == pytest.approx([300 / 75, 100 / 50, 200 / 60])
+    assert [r["pipeline, batch_size=1"] for r in res["round_words_per_s"]] == pytest.approx([30.0, 25.0, 37.5])
     assert res["mismatched"] == ["pipeline, batch_size=32"] and res["met"] is False  # round 3's tags differ
     text = bench_predict.markdown(res)
     assert "medians of 3 rounds" in text and "4.00x, 2.00x, 3.33x" in text
