@@ -233,6 +233,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(m['baseline'], 'frac')} | | |"
         )
         lines += ["", f"MFU peak used: {m['peak_used']}."]
+    rounds = report.get("round_ratios", [])
+    if len(rounds) > 1:
+        each = {k: ", ".join(f"{x[k]:.2f}x" for x in rounds) for k in ("train_tokens_per_s", "eval_words_per_s")}
+        lines += [
+            "",
+            f"tagtune / grouped Trainer within each of the {len(rounds)} rounds (the paths' i-th runs, minutes apart): "
+            f"training {each['train_tokens_per_s']}; evaluation {each['eval_words_per_s']}.",
+        ]
     if report.get("grouped_fp32"):
         f, rf = report["grouped_fp32"], report["ratios_fp32"]
         lines += [
@@ -947,6 +955,8 @@ def assemble(
         "baseline": b,
         "ratios": r,  # against the grouped Trainer: the floors
         "ratios_default": ratios(a, b),
+        # tagtune / grouped Trainer within each round of --repeats (their i-th runs, minutes apart)
+        "round_ratios": [ratios(t, gr) for t, gr in zip(runs["tagtune"], runs["grouped"])],
         "runs": runs,
         "ablations": abl,
         "data_name": (

@@ -80,6 +80,19 @@ def test_repeats_alternate_and_report_medians():
     ]
     row = bench.combine([bench.rates(raw(train_time_s=t)) for t in (1.0, 4.0, 2.0)])
     assert row["train_time_s"] == 2.0 and row["train_tokens_per_s"] == 400 and row["repeats"] == 3
+    # the report keeps each round's ratio beside the medians' (the machine's speed drifts between rounds)
+    spec = bench.BenchSpec(preset="cpu", model="m", train_file="t", validation_file="v", precision="no")
+    runs = {
+        "tagtune": [bench.rates(raw(train_time_s=t)) for t in (1.0, 1.0, 2.0)],
+        "grouped": [bench.rates(raw(train_time_s=t)) for t in (1.5, 2.0, 2.0)],
+        "baseline": [bench.rates(raw(train_time_s=t)) for t in (3.0, 3.0, 3.0)],
+    }
+    rep = bench.assemble(spec, runs, {}, "")
+    assert [x["train_tokens_per_s"] for x in rep["round_ratios"]] == pytest.approx([1.5, 2.0, 1.0])
+    assert rep["ratios"]["train_tokens_per_s"] == pytest.approx(2.0)  # medians: 1.0 s against 2.0 s
+    md = bench.markdown(rep)
+    assert "within each of the 3 rounds (the paths' i-th runs, minutes apart): training 1.50x, 2.00x, 1.00x;" in md
+    assert "rounds" not in bench.markdown(bench.assemble(spec, {k: v[:1] for k, v in runs.items()}, {}, ""))
 
 
 def test_gpu_report_prints_mfu_and_the_peak_it_used():
