@@ -157,7 +157,7 @@ def measured_step_times(runs: Sequence[PlannedRun]) -> dict[tuple[str, str], tup
 
 
 def assumed_step_time(family: str, method: str, batch_size: int = 16) -> Optional[float]:
-    from .bench import peak_flops
+    from .bench_report import peak_flops
 
     params = KNOWN_PARAMS.get(family)
     peak, _ = peak_flops("T4", "fp16")

@@ -115,6 +115,54 @@ def _pick_base(model_dir: Path, tt_cfg: dict[str, Any], override: Optional[str])
     return cands[0]  # a hub id
 
 
+def _load_adapter(model_dir: Path, tt_cfg: dict[str, Any], base_model: Optional[str]) -> tuple[Any, list[str]]:
+    """An adapter onto its base model (see _pick_base), with the label list its training recorded."""
+    from peft import PeftModel
+
+    from .modeling import load_base_model
+
+    labels = tt_cfg.get("labels")
+    if not labels:
+        raise CheckpointError(
+            f"adapter folder has no label list ({CONFIG_FILE} missing or without 'labels')",
+            where=str(model_dir),
+            fix="use the model/ folder written by tagtune training",
+        )
+    base = _pick_base(model_dir, tt_cfg, base_model)
+    settings = SimpleNamespace(
+        trust_remote_code=bool(tt_cfg.get("trust_remote_code", False)),
+        attn_implementation=tt_cfg.get("attn_implementation", "sdpa"),
+    )
+    with _quiet_transformers(report=False):
+        model = load_base_model(base, labels, settings)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+        warnings.simplefilter("ignore", FutureWarning)
+        return PeftModel.from_pretrained(model, str(model_dir)), list(labels)
+
+
+def _load_full(model_dir: Path, tt_cfg: dict[str, Any], base_model: Optional[str] = None) -> tuple[Any, list[str]]:
+    """A full model folder; its config.json's label map must agree with the one tagtune recorded."""
+    from transformers import AutoModelForTokenClassification
+
+    from .modeling import attention_for
+
+    remote = bool(tt_cfg.get("trust_remote_code", False))
+    attn = attention_for(str(model_dir), tt_cfg.get("attn_implementation", "sdpa"), remote)  # DeBERTa: eager
+    with _quiet_transformers():
+        model = AutoModelForTokenClassification.from_pretrained(
+            str(model_dir), trust_remote_code=remote, attn_implementation=attn
+        )
+    id2label = model.config.id2label
+    labels = [id2label[i] for i in range(len(id2label))]
+    if tt_cfg.get("labels") and tt_cfg["labels"] != labels:
+        raise CheckpointError(
+            f"label maps disagree: config.json has {labels}, {CONFIG_FILE} has {tt_cfg['labels']}",
+            where=str(model_dir),
+            fix="re-export the model, or remove the stale file",
+        )
+    return model, labels
+
+
 @dataclass
 class Tagger:
     """A trained token classifier with its tokenizer and the training window rule.
@@ -155,8 +203,6 @@ class Tagger:
         evaluation settings, so predictions match the training evaluation exactly. A ``batch_size`` given
         without ``batch_tokens`` means batches of that many windows.
         """
-        from transformers import AutoModelForTokenClassification
-
         from .features import load_tokenizer, resolve_eval_batch_tokens
 
         model_dir = find_model_dir(path)
@@ -165,47 +211,10 @@ class Tagger:
         dev = resolve_device(device)
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}", where="--dtype", fix=f"choose one of {list(DTYPES)}")
-        remote = bool(tt_cfg.get("trust_remote_code", False))
-        attn = tt_cfg.get("attn_implementation", "sdpa")
         try:
-            if is_adapter:
-                from peft import PeftModel
-
-                from .modeling import load_base_model
-
-                labels = tt_cfg.get("labels")
-                if not labels:
-                    raise CheckpointError(
-                        f"adapter folder has no label list ({CONFIG_FILE} missing or without 'labels')",
-                        where=str(model_dir),
-                        fix="use the model/ folder written by tagtune training",
-                    )
-                base = _pick_base(model_dir, tt_cfg, base_model)
-                with _quiet_transformers(report=False):
-                    model = load_base_model(
-                        base, labels, SimpleNamespace(trust_remote_code=remote, attn_implementation=attn)
-                    )
-                with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
-                    warnings.simplefilter("ignore", FutureWarning)
-                    model = PeftModel.from_pretrained(model, str(model_dir))
-            else:
-                from .modeling import attention_for
-
-                with _quiet_transformers():
-                    model = AutoModelForTokenClassification.from_pretrained(
-                        str(model_dir),
-                        trust_remote_code=remote,
-                        attn_implementation=attention_for(str(model_dir), attn, remote),  # DeBERTa: eager
-                    )
-                id2label = model.config.id2label
-                labels = [id2label[i] for i in range(len(id2label))]
-                if tt_cfg.get("labels") and tt_cfg["labels"] != labels:
-                    raise CheckpointError(
-                        f"label maps disagree: config.json has {labels}, {CONFIG_FILE} has {tt_cfg['labels']}",
-                        where=str(model_dir),
-                        fix="re-export the model, or remove the stale file",
-                    )
-            tokenizer = load_tokenizer(str(model_dir), remote)
+            load = _load_adapter if is_adapter else _load_full
+            model, labels = load(model_dir, tt_cfg, base_model)
+            tokenizer = load_tokenizer(str(model_dir), bool(tt_cfg.get("trust_remote_code", False)))
         except TagtuneError:
             raise
         except (OSError, ValueError, KeyError, RuntimeError) as err:

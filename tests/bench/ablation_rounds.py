@@ -19,7 +19,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from tagtune.bench import ABLATIONS, build_spec, parse_args, run_path
+from tagtune.bench import parse_args, run_path
+from tagtune.bench_spec import ABLATIONS, build_spec
 
 COLUMNS = (  # result key, heading, format
     ("train_tokens_per_s", "training sub-tokens/s", "{:,.0f}"),

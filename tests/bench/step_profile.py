@@ -64,7 +64,7 @@ def main() -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from tagtune.bench import minilm_path
+    from tagtune.bench_spec import minilm_path
     from tagtune.config import TrainConfig
     from tagtune.train import TrainingRecipe
 

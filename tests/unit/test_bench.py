@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tagtune import bench, bench_predict
+from tagtune import bench, bench_predict, bench_report, bench_spec
 from tagtune.config import TrainConfig
 from tagtune.errors import ConfigError
 
@@ -37,40 +37,43 @@ def raw(**kw):
 
 
 def test_rates_count_real_sub_tokens_not_padding():
-    r = bench.rates(raw())
+    r = bench_report.rates(raw())
     assert r["train_tokens_per_s"] == 400 and r["train_words_per_s"] == 250
     assert r["padding_fraction"] == pytest.approx(0.2)
     assert r["eval_words_per_s"] == 250
 
 
 def test_ratios_and_cpu_floors():
-    base = bench.rates(raw(train_time_s=2.0, eval_time_s=2.5, accuracy=0.902, peak_memory_bytes=2**31))
-    fast = bench.ratios(bench.rates(raw(train_time_s=1.5, eval_time_s=1.6, accuracy=0.900)), base)
+    base = bench_report.rates(raw(train_time_s=2.0, eval_time_s=2.5, accuracy=0.902, peak_memory_bytes=2**31))
+    fast = bench_report.ratios(bench_report.rates(raw(train_time_s=1.5, eval_time_s=1.6, accuracy=0.900)), base)
     assert fast["train_tokens_per_s"] == pytest.approx(4 / 3) and fast["eval_words_per_s"] == pytest.approx(1.5625)
     assert fast["accuracy_points"] == pytest.approx(-0.2) and fast["peak_memory_bytes"] == pytest.approx(0.5)
-    assert all(bench.verdict(fast).values())
-    slow = bench.verdict(
-        bench.ratios(
-            bench.rates(raw(train_time_s=1.6, eval_time_s=1.7, accuracy=0.895, peak_memory_bytes=1.3 * 2**30)), base
+    assert all(bench_report.verdict(fast).values())
+    slow = bench_report.verdict(
+        bench_report.ratios(
+            bench_report.rates(raw(train_time_s=1.6, eval_time_s=1.7, accuracy=0.895, peak_memory_bytes=1.3 * 2**30)),
+            base,
         )
     )
     assert list(slow.values()) == [False, False, False, False]  # 1.25x, 1.47x, 0.65x memory, -0.7 points
 
 
 def test_peak_flops_table_and_mfu():
-    assert bench.peak_flops(H100, "bf16")[0] == 989e12 and "H100 SXM" in bench.peak_flops(H100, "bf16")[1]
-    assert bench.peak_flops("NVIDIA H100 PCIe", "bf16")[0] == 756e12
-    assert bench.peak_flops("NVIDIA H200", "bf16")[0] == 989e12
-    assert bench.peak_flops("NVIDIA A100-SXM4-80GB", "bf16")[0] == 312e12
-    assert bench.peak_flops("Tesla T4", "fp16")[0] == 65e12
-    peak, why = bench.peak_flops("Tesla T4", "bf16")
+    assert (
+        bench_report.peak_flops(H100, "bf16")[0] == 989e12 and "H100 SXM" in bench_report.peak_flops(H100, "bf16")[1]
+    )
+    assert bench_report.peak_flops("NVIDIA H100 PCIe", "bf16")[0] == 756e12
+    assert bench_report.peak_flops("NVIDIA H200", "bf16")[0] == 989e12
+    assert bench_report.peak_flops("NVIDIA A100-SXM4-80GB", "bf16")[0] == 312e12
+    assert bench_report.peak_flops("Tesla T4", "fp16")[0] == 65e12
+    peak, why = bench_report.peak_flops("Tesla T4", "bf16")
     assert peak is None and "--peak_tflops" in why
-    assert bench.peak_flops("Some GPU", "bf16", override_tflops=100.0)[0] == 1e14
-    assert bench.mfu(125_000_000, 400_000, 989e12) == pytest.approx(6 * 125e6 * 4e5 / 989e12)
+    assert bench_report.peak_flops("Some GPU", "bf16", override_tflops=100.0)[0] == 1e14
+    assert bench_report.mfu(125_000_000, 400_000, 989e12) == pytest.approx(6 * 125e6 * 4e5 / 989e12)
 
 
 def test_repeats_alternate_and_report_medians():
-    assert bench_predict.alternating_order(list(bench.PATHS), 2) == [
+    assert bench_predict.alternating_order(list(bench_spec.PATHS), 2) == [
         "baseline",
         "grouped",
         "tagtune",
@@ -78,65 +81,69 @@ def test_repeats_alternate_and_report_medians():
         "grouped",
         "baseline",
     ]
-    row = bench.combine([bench.rates(raw(train_time_s=t)) for t in (1.0, 4.0, 2.0)])
+    row = bench_report.combine([bench_report.rates(raw(train_time_s=t)) for t in (1.0, 4.0, 2.0)])
     assert row["train_time_s"] == 2.0 and row["train_tokens_per_s"] == 400 and row["repeats"] == 3
     # the report keeps each round's ratio beside the medians' (the machine's speed drifts between rounds)
-    spec = bench.BenchSpec(preset="cpu", model="m", train_file="t", validation_file="v", precision="no")
+    spec = bench_spec.BenchSpec(preset="cpu", model="m", train_file="t", validation_file="v", precision="no")
     runs = {
-        "tagtune": [bench.rates(raw(train_time_s=t)) for t in (1.0, 1.0, 2.0)],
-        "grouped": [bench.rates(raw(train_time_s=t)) for t in (1.5, 2.0, 2.0)],
-        "baseline": [bench.rates(raw(train_time_s=t)) for t in (3.0, 3.0, 3.0)],
+        "tagtune": [bench_report.rates(raw(train_time_s=t)) for t in (1.0, 1.0, 2.0)],
+        "grouped": [bench_report.rates(raw(train_time_s=t)) for t in (1.5, 2.0, 2.0)],
+        "baseline": [bench_report.rates(raw(train_time_s=t)) for t in (3.0, 3.0, 3.0)],
     }
-    rep = bench.assemble(spec, runs, {}, "")
+    rep = bench_report.assemble(spec, runs, {}, "")
     assert [x["train_tokens_per_s"] for x in rep["round_ratios"]] == pytest.approx([1.5, 2.0, 1.0])
     assert rep["ratios"]["train_tokens_per_s"] == pytest.approx(2.0)  # medians: 1.0 s against 2.0 s
-    md = bench.markdown(rep)
+    md = bench_report.markdown(rep)
     assert "within each of the 3 rounds (the paths' i-th runs, minutes apart): training 1.50x, 2.00x, 1.00x;" in md
-    assert "rounds" not in bench.markdown(bench.assemble(spec, {k: v[:1] for k, v in runs.items()}, {}, ""))
+    assert "rounds" not in bench_report.markdown(
+        bench_report.assemble(spec, {k: v[:1] for k, v in runs.items()}, {}, "")
+    )
 
 
 def test_gpu_report_prints_mfu_and_the_peak_it_used():
-    spec = bench.BenchSpec(
+    spec = bench_spec.BenchSpec(
         preset="gpu", model="cache/roberta-base-shape-v1", dataset_name="synthetic:pos", precision="bf16"
     )
     gpu = dict(device=H100, params=125_000_000, train_time_s=10.0)
     runs = {
-        "tagtune": [bench.rates(raw(train_tokens=4_000_000, **gpu))],
-        "grouped": [bench.rates(raw(train_tokens=2_000_000, **gpu))],
-        "baseline": [bench.rates(raw(train_tokens=1_000_000, **gpu))],
+        "tagtune": [bench_report.rates(raw(train_tokens=4_000_000, **gpu))],
+        "grouped": [bench_report.rates(raw(train_tokens=2_000_000, **gpu))],
+        "baseline": [bench_report.rates(raw(train_tokens=1_000_000, **gpu))],
     }
-    rep = bench.assemble(spec, runs, {}, "tagtune bench --preset gpu")
+    rep = bench_report.assemble(spec, runs, {}, "tagtune bench --preset gpu")
     expected = 6 * 125e6 * 4e5 / 989e12
     assert rep["mfu"]["tagtune"] == pytest.approx(expected) and rep["mfu"]["baseline"] == pytest.approx(expected / 4)
     assert rep["mfu"]["grouped"] == pytest.approx(expected / 2) and rep["ratios"]["train_tokens_per_s"] == 2.0
-    md = bench.markdown(rep)
+    md = bench_report.markdown(rep)
     assert "989 TFLOPS (H100 SXM dense bf16/fp16)" in md and f"{100 * expected:.1f}%" in md and "floors" not in rep
 
 
 def test_cpu_bf16_report_checks_the_floor_against_the_grouped_trainer_in_fp32():
-    spec = bench.BenchSpec(preset="cpu", model="m", train_file="t", validation_file="v", precision="bf16")
+    spec = bench_spec.BenchSpec(preset="cpu", model="m", train_file="t", validation_file="v", precision="bf16")
     bf16 = dict(precision="bf16", peak_memory_bytes=2**30)
     runs = {
-        "tagtune": [bench.rates(raw(train_time_s=1.0, accuracy=0.900, **bf16))],
-        "grouped": [bench.rates(raw(train_time_s=1.1, **bf16))],
-        "baseline": [bench.rates(raw(train_time_s=2.0, **bf16))],
+        "tagtune": [bench_report.rates(raw(train_time_s=1.0, accuracy=0.900, **bf16))],
+        "grouped": [bench_report.rates(raw(train_time_s=1.1, **bf16))],
+        "baseline": [bench_report.rates(raw(train_time_s=2.0, **bf16))],
     }
-    fp32 = bench.rates(raw(train_time_s=1.9, accuracy=0.902, precision="no"))
-    rep = bench.assemble(spec, runs, {}, "tagtune bench --preset cpu", fp32_ref=fp32)
+    fp32 = bench_report.rates(raw(train_time_s=1.9, accuracy=0.902, precision="no"))
+    rep = bench_report.assemble(spec, runs, {}, "tagtune bench --preset cpu", fp32_ref=fp32)
     assert rep["ratios_fp32"]["train_tokens_per_s"] == pytest.approx(1.9)
     assert rep["floors"]["bf16 train_tokens_per_s >= 1.8x grouped fp32"] is True
     assert rep["floors"]["bf16 accuracy within 0.3 points of grouped fp32"] is True  # -0.2 points
     assert rep["floors"]["train_tokens_per_s >= 1.3x"] is False  # 1.1x against the grouped Trainer in bf16
-    md = bench.markdown(rep)
+    md = bench_report.markdown(rep)
     assert "| tagtune bf16 / Trainer fp32 | | **1.90x** |" in md and "-0.20 points" in md
     # a bf16 bench's report ends with both inference comparisons, float32 first
     rep.update(predict=_predict_row("float32"), predict_half=_predict_row("bfloat16"))
-    md = bench.markdown(rep)
+    md = bench_report.markdown(rep)
     assert -1 < md.index("Inference in float32") < md.index("Inference in bfloat16")
-    slow = bench.assemble(spec, runs, {}, "", fp32_ref=bench.rates(raw(train_time_s=1.7, precision="no")))
+    slow = bench_report.assemble(
+        spec, runs, {}, "", fp32_ref=bench_report.rates(raw(train_time_s=1.7, precision="no"))
+    )
     assert slow["floors"]["bf16 train_tokens_per_s >= 1.8x grouped fp32"] is False  # 1.7x
     # without an fp32 reference (fp32 runs) there is no such floor
-    assert "grouped_fp32" not in bench.assemble(spec, runs, {}, "")
+    assert "grouped_fp32" not in bench_report.assemble(spec, runs, {}, "")
 
 
 def test_auto_precision_on_cpu(monkeypatch):
@@ -152,12 +159,12 @@ def test_auto_precision_on_cpu(monkeypatch):
         (True, "tiny", "no"),
     ]:
         monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda native=native: native)
-        assert bench._device_precision(preset) == ("cpu", expected)
+        assert bench_spec.device_precision(preset) == ("cpu", expected)
 
 
 def test_bad_data_dir_and_gpu_preset_without_gpu(tmp_path):
     with pytest.raises(ConfigError) as err:
-        bench.ewt_files(str(tmp_path))
+        bench_spec.ewt_files(str(tmp_path))
     assert "en_ewt-ud-train.conllu" in str(err.value) and "--data_dir" in str(err.value)
     import torch
 
@@ -188,7 +195,7 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
     splits = generate_splits("pos")
     eval_words = sum(len(w) for w, _ in splits["validation"][:40])
     dirs = {"baseline": "00-baseline", "grouped": "01-grouped", "tagtune": "02-tagtune"}  # c b a
-    for path in bench.PATHS:
+    for path in bench_spec.PATHS:
         r = js[path]
         assert r["steps"] == 3 and r["eval_words"] == eval_words, (path, r)
         assert 0 < r["train_words"] < r["train_tokens"] <= r["train_padded_tokens"]  # [CLS]/[SEP]: real, unscored
@@ -341,19 +348,19 @@ def test_first_subtoken_tags_maps_the_pipelines_sub_tokens_to_words():
 def test_openmp_wait_policy_is_the_users_unless_asked(monkeypatch):
     """Workers run with the environment's OMP_WAIT_POLICY (as users run); --omp_wait_policy sets it."""
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert "OMP_WAIT_POLICY" not in bench._worker_env()
-    assert bench._worker_env("passive")["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in bench_spec.worker_env()
+    assert bench_spec.worker_env("passive")["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert bench._worker_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert bench_spec.worker_env()["OMP_WAIT_POLICY"] == "ACTIVE"
     args = bench.parse_args(["--preset", "tiny", "--omp_wait_policy", "passive"])
-    assert bench.build_spec(args).omp_wait_policy == "passive"
+    assert bench_spec.build_spec(args).omp_wait_policy == "passive"
 
 
-@pytest.mark.parametrize("name", sorted(bench.ABLATIONS))
+@pytest.mark.parametrize("name", sorted(bench_spec.ABLATIONS))
 def test_every_ablation_is_a_valid_config_that_switches_one_thing(name, tmp_path):
-    spec = bench.build_spec(bench.parse_args(["--preset", "tiny"]))
-    overrides, label = bench.ABLATIONS[name]
-    cfg, base = bench._train_config(spec, tmp_path, **overrides), bench._train_config(spec, tmp_path)
+    spec = bench_spec.build_spec(bench.parse_args(["--preset", "tiny"]))
+    overrides, label = bench_spec.ABLATIONS[name]
+    cfg, base = bench_spec.train_config(spec, tmp_path, **overrides), bench_spec.train_config(spec, tmp_path)
     changed = {k for k in overrides if getattr(cfg, k) != getattr(base, k)}
     assert changed == set(overrides) and len(overrides) == 1 and label
 
@@ -365,5 +372,5 @@ def test_every_path_starts_from_the_kernel_cache_defaults(monkeypatch):
 
     for name in VARIABLES:
         monkeypatch.setenv(name, "1")
-    env = bench._worker_env()
+    env = bench_spec.worker_env()
     assert [name for name in VARIABLES if name in env] == []
