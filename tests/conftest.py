@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,6 +109,54 @@ def accelerate_launch(
         env_extra.setdefault("ACCELERATE_USE_CPU", "1")
     launch += list(extra_launch or [])
     return run_cmd(launch + [str(ROOT / script)] + args, timeout=timeout, check=check, **env_extra)
+
+
+FENCE = re.compile(r"^```(\w*)\s*$")
+SKIP = re.compile(r"<!--\s*spec:\s*skip\s*\(([^)]+)\)\s*-->")
+
+
+def readme_blocks(text: str) -> list[tuple[int, str, str | None]]:
+    """(line number, bash source, skip reason or None) of every ```bash block of a README."""
+    blocks, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if m and m.group(1) in ("bash", "sh", "shell"):
+            start = i
+            body = []
+            i += 1
+            while i < len(lines) and not FENCE.match(lines[i]):
+                body.append(lines[i])
+                i += 1
+            prev = next((ln for ln in reversed(lines[:start]) if ln.strip()), "")
+            skip = SKIP.search(prev)
+            blocks.append((start + 1, "\n".join(body), skip.group(1) if skip else None))
+        i += 1
+    return blocks
+
+
+README_BLOCKS = readme_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+
+
+def readme_block(first_line: str) -> tuple[int, str]:
+    """The README's one ```bash block whose first line starts with ``first_line``: (line number, source).
+    A test that runs a README block itself (its outputs checked there) finds it with this."""
+    found = [(ln, src) for ln, src, _ in README_BLOCKS if src.startswith(first_line)]
+    assert len(found) == 1, f"{len(found)} README blocks start with {first_line!r}"
+    return found[0]
+
+
+def run_readme_block(line: int, source: str, cwd: Path, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
+    """A README block as a reader runs it: bash with set -euo pipefail, in ``cwd``, this environment's
+    commands (tagtune, accelerate) first on PATH; fails with the block's output."""
+    script = cwd / f".readme-block-{line}.sh"
+    script.write_text("set -euo pipefail\n" + source + "\n")
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    proc = run_cmd(["bash", str(script)], timeout=timeout, check=False, cwd=cwd, **{"PATH": path, **env})
+    assert proc.returncode == 0, (
+        f"README.md:{line} failed ({proc.returncode}):\n{source}\n--- stdout ---\n{proc.stdout[-4000:]}\n"
+        f"--- stderr ---\n{proc.stderr[-4000:]}"
+    )
+    return proc
 
 
 def read_json(path: Path):

@@ -3,46 +3,26 @@ temporary copy of the repository, offline and on CPU, with no set-up commands of
 
 A block that cannot run here says so on the line above its fence, with the reason:
     <!-- spec: skip (needs the Hugging Face hub) -->
+A block whose outputs a test checks is run by that test, as written, and says so the same way:
+    <!-- spec: skip (tests/integration/test_reproduce.py runs this block as written and checks its report) -->
 Everything else runs, so a README command that stops working fails CI. Blocks run in document order
 in one copy (a later block may use what an earlier one wrote, as a reader following along would).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED, run_cmd
+from conftest import README_BLOCKS, ROOT, SHARED, run_readme_block
 
-FENCE = re.compile(r"^```(\w*)\s*$")
-SKIP = re.compile(r"<!--\s*spec:\s*skip\s*\(([^)]+)\)\s*-->")
+BLOCKS = README_BLOCKS
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", ".cache", "outputs", "__pycache__", "*.egg-info", "wandb")
-
-
-def readme_blocks(text: str) -> list[tuple[int, str, str | None]]:
-    """(line number, bash source, skip reason or None) of every ```bash block."""
-    blocks, lines, i = [], text.splitlines(), 0
-    while i < len(lines):
-        m = FENCE.match(lines[i])
-        if m and m.group(1) in ("bash", "sh", "shell"):
-            start = i
-            body = []
-            i += 1
-            while i < len(lines) and not FENCE.match(lines[i]):
-                body.append(lines[i])
-                i += 1
-            prev = next((ln for ln in reversed(lines[:start]) if ln.strip()), "")
-            skip = SKIP.search(prev)
-            blocks.append((start + 1, "\n".join(body), skip.group(1) if skip else None))
-        i += 1
-    return blocks
-
-
-BLOCKS = readme_blocks((ROOT / "README.md").read_text(encoding="utf-8"))
+# a block that a test runs itself, as written, and checks the outputs of: "<!-- spec: skip (tests/x.py runs this
+# block as written ...) -->" above it, and that test finds it with conftest.readme_block("<its first words>")
+RUN_BY = re.compile(r"(tests/[\w/]+\.py) runs this block as written")
 
 
 def test_the_readme_has_runnable_blocks_and_every_skip_names_a_reason():
@@ -50,6 +30,20 @@ def test_the_readme_has_runnable_blocks_and_every_skip_names_a_reason():
     assert len(runnable) >= 8, f"only {len(runnable)} runnable blocks"
     for line, _, reason in BLOCKS:
         assert reason is None or len(reason) > 8, f"README.md:{line}: a skipped block must say why"
+
+
+def test_blocks_run_by_a_test_are_run_there():
+    """A block skipped here because a test runs it must really be found and run by that test."""
+    delegated = [
+        (line, src, RUN_BY.search(reason)) for line, src, reason in BLOCKS if reason and RUN_BY.search(reason)
+    ]
+    assert len(delegated) >= 2, delegated
+    for line, source, m in delegated:
+        test_file = ROOT / m.group(1)
+        calls = re.findall(r"readme_block\(\s*\"([^\"]+)\"", test_file.read_text(encoding="utf-8"))
+        assert any(source.startswith(prefix) for prefix in calls), (
+            f"README.md:{line} says {m.group(1)} runs it, but that file finds no block that starts so: {calls}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +61,10 @@ def copy(tmp_path_factory) -> Path:
 def test_readme_block_runs_as_written(line, source, copy):
     if "../shared" in source and not SHARED.is_dir():
         pytest.skip("../shared is not beside this checkout")
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "TAGTUNE_CACHE": str(copy / ".cache" / "tagtune"),
-        "HOME": str(copy.parent / "home"),  # a new user's empty home: no W&B login, no HF cache
-    }
-    script = copy / f".readme-block-{line}.sh"
-    script.write_text("set -euo pipefail\n" + source + "\n")
-    proc = run_cmd(["bash", str(script)], timeout=900, check=False, cwd=copy, **env)
-    assert proc.returncode == 0, (
-        f"README.md:{line} failed ({proc.returncode}):\n{source}\n--- stdout ---\n{proc.stdout[-4000:]}\n"
-        f"--- stderr ---\n{proc.stderr[-4000:]}"
+    run_readme_block(
+        line,
+        source,
+        copy,
+        TAGTUNE_CACHE=str(copy / ".cache" / "tagtune"),
+        HOME=str(copy.parent / "home"),  # a new user's empty home: no W&B login, no HF cache
     )

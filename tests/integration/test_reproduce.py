@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_json, run_cmd, subprocess_env
+from conftest import ROOT, read_json, readme_block, run_cmd, run_readme_block, subprocess_env
 
 from tagtune.checkpoint import PREEMPTED_EXIT_CODE, list_checkpoints
 from tagtune.significance import mean_std, welch_interval
@@ -54,10 +55,19 @@ def reproduce(out: Path, *extra: str, timeout: int = 900) -> str:
     ).stdout
 
 
+# the README's offline reproduction, which this file runs as written (README.md skips it for that reason)
+README_LINE, README_GRID = readme_block("tagtune reproduce --models synthetic:bert synthetic:roberta")
+
+
+def test_the_grid_is_the_readme_command():
+    assert shlex.split(README_GRID.replace("\\\n", " ")) == ["tagtune", "reproduce", *GRID]
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reproduce")
-    first = reproduce(out, *GRID)
+    cwd = tmp_path_factory.mktemp("reproduce")
+    first = run_readme_block(README_LINE, README_GRID, cwd, **ENV).stdout
+    out = cwd / "outputs" / "reproduce"  # the command's default --out, in the folder it ran in
     runs = sorted(p.parent for p in (out / "runs").glob("*/results.json"))
     mtimes = {p: (p / "results.json").stat().st_mtime_ns for p in runs}
     second = reproduce(out, *GRID)

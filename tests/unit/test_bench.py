@@ -1,8 +1,9 @@
 """tagtune bench: the arithmetic (rates from counts, ratios, CPU floors, MFU and the peak it names) on
-hand-made numbers, and one short `tagtune bench --preset tiny` (synthetic model and data, 3 steps per
-path: tagtune through `accelerate launch`, the grouped and the default Trainer, each in its own
-process) whose counts match the data and whose JSON and Markdown agree. Nothing here is timed: speed
-is what the benchmark itself reports. ~1 min, nearly all of it the three worker processes.
+hand-made numbers, and the README's `tagtune bench --preset tiny --ablations lora` run here as written
+(synthetic model and data, 30 steps per path: tagtune through `accelerate launch`, the grouped and the
+default Trainer, each in its own process, LoRA's row, the inference comparison) whose counts match the data
+and whose JSON and Markdown agree. Nothing here is timed: speed is what the benchmark itself reports.
+About 2 minutes, nearly all of it the worker processes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import readme_block, run_readme_block
 
 from tagtune import bench, bench_predict, bench_report, bench_spec
 from tagtune.config import TrainConfig
@@ -175,29 +177,27 @@ def test_bad_data_dir_and_gpu_preset_without_gpu(tmp_path):
 
 
 def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_bert):
-    """`tagtune bench --preset tiny` as the README runs it (fewer steps): tagtune through accelerate launch."""
+    """`tagtune bench --preset tiny` as the README shows it (that block runs here, as written): tagtune through
+    accelerate launch, both Trainer paths, LoRA's row, and the inference comparison."""
     import os
-    import subprocess
-    import sys
 
     from tagtune.features import LengthGroupedBatchSampler, build_features, load_tokenizer
     from tagtune.synthetic import generate_splits
 
-    out = tmp_path / "b"
-    cmd = [sys.executable, "-m", "tagtune.cli", "bench", "--preset", "tiny", "--max_steps", "3"]
-    cmd += ["--max_eval_samples", "40", "--out", str(out), "--ablations", "lora"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line, source = readme_block("tagtune bench --preset tiny")
+    run_readme_block(line, source, tmp_path, timeout=900)
+    out = tmp_path / "outputs" / "bench-tiny"
+    steps, eval_sents = bench_spec.PRESETS["tiny"]["max_steps"], bench_spec.PRESETS["tiny"]["max_eval_samples"]
     js = json.loads((out / "bench.json").read_text())
     md = (out / "bench.md").read_text()
     assert js["spec"]["model"] == "synthetic:bert" and js["spec"]["dataset_name"] == "synthetic:pos"
 
     splits = generate_splits("pos")
-    eval_words = sum(len(w) for w, _ in splits["validation"][:40])
+    eval_words = sum(len(w) for w, _ in splits["validation"][:eval_sents])
     dirs = {"baseline": "00-baseline", "grouped": "01-grouped", "tagtune": "02-tagtune"}  # c b a
     for path in bench_spec.PATHS:
         r = js[path]
-        assert r["steps"] == 3 and r["eval_words"] == eval_words, (path, r)
+        assert r["steps"] == steps and r["eval_words"] == eval_words, (path, r)
         assert 0 < r["train_words"] < r["train_tokens"] <= r["train_padded_tokens"]  # [CLS]/[SEP]: real, unscored
         assert 0.0 <= r["accuracy"] <= 1.0 and r["peak_memory_bytes"] > 100 * 2**20
         assert r["precision"] == "no" and (out / dirs[path] / "log.txt").is_file()  # its own process
@@ -209,11 +209,11 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
     assert js["baseline"]["train_sampling_strategy"] == "random"
     assert "| torch threads | " + str(js["tagtune"]["torch_threads"]) in md and "| precision | no | no | no |" in md
 
-    # tagtune's words are exactly those of the sentences its first 3 length-grouped batches hold
+    # tagtune's words are exactly those of the sentences its first `steps` length-grouped batches hold
     train = splits["train"]
     feats = build_features([w for w, _ in train], None, load_tokenizer(synthetic_bert))
     pools = TrainConfig.__dataclass_fields__["length_group_batches"].default  # as tagtune ran, by default
-    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=js["spec"]["seed"], mega=pools))[:3]
+    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=js["spec"]["seed"], mega=pools))[:steps]
     assert js["tagtune"]["train_words"] == sum(len(train[i][0]) for b in batches for i in b)
     assert js["tagtune"]["train_tokens"] == sum(feats.lengths[i] for b in batches for i in b)
     # length grouping: less padding than the default Trainer's random batches
@@ -229,11 +229,11 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
 
     # the LoRA row: the same batches as full fine-tuning, with far fewer trainable parameters
     lora = js["ablations"]["lora"]
-    assert lora["steps"] == 3 and lora["train_tokens"] == js["tagtune"]["train_tokens"]
+    assert lora["steps"] == steps and lora["train_tokens"] == js["tagtune"]["train_tokens"]
     assert "| LoRA instead of full fine-tuning" in md
-    # inference: the saved model tagged the same 40 sentences through tagtune predict and the pipeline
+    # inference: the saved model tagged the same validation sentences through tagtune predict and the pipeline
     pred = js["predict"]
-    assert pred["sentences"] == 40 and pred["words"] == eval_words
+    assert pred["sentences"] == eval_sents and pred["words"] == eval_words
     assert pred["identical_tags"] is True and pred["mismatched"] == []
     assert set(pred["words_per_s"]) == {"tagtune predict", "pipeline, batch_size=1", "pipeline, batch_size=32"}
     best = max(v for k, v in pred["words_per_s"].items() if k.startswith("pipeline"))
