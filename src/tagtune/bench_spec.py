@@ -142,6 +142,7 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
 
 
 def train_kwargs(spec: BenchSpec, workdir: Path, **overrides: Any) -> dict[str, Any]:
+    """tagtune's TrainConfig fields for this spec (an ablation's overrides on top): the JSON its launch reads."""
     kw: dict[str, Any] = dict(
         recipe="bench",
         model_name_or_path=spec.model,
@@ -174,6 +175,7 @@ def train_kwargs(spec: BenchSpec, workdir: Path, **overrides: Any) -> dict[str, 
 
 
 def train_config(spec: BenchSpec, workdir: Path, **overrides: Any):
+    """The same fields as a validated TrainConfig: a bad setting fails here, with the field named."""
     from .config import TrainConfig
 
     return TrainConfig(**train_kwargs(spec, workdir, **overrides))
