@@ -83,7 +83,8 @@ def _load_from_args(a: argparse.Namespace) -> Tagger:
     )
 
 
-def predict_main(argv: Optional[list[str]] = None) -> int:
+def _predict_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    """`tagtune predict`'s options, checked."""
     p = argparse.ArgumentParser(
         prog="tagtune predict", description="Tag raw text, JSONL of pre-split words, or CoNLL(-U)."
     )
@@ -116,7 +117,13 @@ def predict_main(argv: Optional[list[str]] = None) -> int:
     a = p.parse_args(argv)
     if a.chunk_lines < 1:
         raise ConfigError(f"invalid value {a.chunk_lines}: must be >= 1", where="--chunk_lines")
+    return a
 
+
+def predict_main(argv: Optional[list[str]] = None) -> int:
+    """`tagtune predict`: the input read, tagged and written chunk by chunk (memory bounded by a chunk); under
+    several processes chunk i goes to process i mod N and the parts are joined in input order."""
+    a = _predict_args(argv)
     find_model_dir(a.model)  # a wrong --model fails before reading a large input
     stream = open_input(a.input, a.input_format, a.words_field, a.conll_word_column, a.chunk_lines)
     out_fmt = _output_format(a.output_format, a.output, stream.fmt)
@@ -208,11 +215,8 @@ def _load_labelled(a: argparse.Namespace, tt_cfg: dict[str, Any]) -> tuple[list[
     return kept, split, slug
 
 
-def evaluate_main(argv: Optional[list[str]] = None) -> int:
-    from .data import check_eval_labels
-    from .metrics import confusion, label_distribution
-    from .outputs import RUN_MARKER, atomic_write_json, atomic_write_text, epoch_table_text, write_epoch_outputs
-
+def _evaluate_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    """`tagtune evaluate`'s options: the labelled set, where results go, and the reading options as in training."""
     p = argparse.ArgumentParser(
         prog="tagtune evaluate",
         description="Score a trained model on a labelled set: the training evaluation's metrics and files.",
@@ -232,8 +236,16 @@ def evaluate_main(argv: Optional[list[str]] = None) -> int:
     for name, f in ReadOptions.__dataclass_fields__.items():
         kind = int if f.type in ("int", int) else str
         p.add_argument(f"--{name}", type=kind, default=None, help="as in training (default: the run's setting)")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def evaluate_main(argv: Optional[list[str]] = None) -> int:
+    """`tagtune evaluate`: a labelled set scored as the training evaluation scores it, with the same files."""
+    from .data import check_eval_labels
+    from .metrics import confusion, label_distribution
+    from .outputs import RUN_MARKER, atomic_write_json, atomic_write_text, epoch_table_text, write_epoch_outputs
+
+    a = _evaluate_args(argv)
     model_dir = find_model_dir(a.model)
     tt_cfg = read_model_json(model_dir / CONFIG_FILE) if (model_dir / CONFIG_FILE).is_file() else {}
     sents, split, slug = _load_labelled(a, tt_cfg)
