@@ -140,7 +140,7 @@ def _load_adapter(model_dir: Path, tt_cfg: dict[str, Any], base_model: Optional[
         return PeftModel.from_pretrained(model, str(model_dir)), list(labels)
 
 
-def _load_full(model_dir: Path, tt_cfg: dict[str, Any], base_model: Optional[str] = None) -> tuple[Any, list[str]]:
+def _load_full(model_dir: Path, tt_cfg: dict[str, Any]) -> tuple[Any, list[str]]:
     """A full model folder; its config.json's label map must agree with the one tagtune recorded."""
     from transformers import AutoModelForTokenClassification
 
@@ -212,8 +212,10 @@ class Tagger:
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}", where="--dtype", fix=f"choose one of {list(DTYPES)}")
         try:
-            load = _load_adapter if is_adapter else _load_full
-            model, labels = load(model_dir, tt_cfg, base_model)
+            if is_adapter:
+                model, labels = _load_adapter(model_dir, tt_cfg, base_model)
+            else:
+                model, labels = _load_full(model_dir, tt_cfg)
             tokenizer = load_tokenizer(str(model_dir), bool(tt_cfg.get("trust_remote_code", False)))
         except TagtuneError:
             raise
