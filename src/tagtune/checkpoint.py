@@ -135,10 +135,12 @@ def data_fingerprint(input_ids: list[list[int]]) -> str:
     return h.hexdigest()[:16]
 
 
+_FRESH = "or start a new run in another --output_dir"
+
+
 def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     """Refuse a resume that would silently train a different model or on different data."""
-    where = str(path)
-    fresh = "or start a new run in another --output_dir"
+    where, fresh = str(path), _FRESH
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}",
@@ -165,6 +167,19 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
                 where=where,
                 fix=f"pass {flag} as in the checkpoint's run, {fresh}",
             )
+    _check_zero(meta, current, where)
+    _check_schedule_and_data(meta, current, where)
+    if meta["world_size"] != current["world_size"]:
+        logger.warning(
+            "resuming a %d-process checkpoint with %d processes: the data order is the same, "
+            "but dropout RNG streams differ, so results will not be bitwise equal",
+            meta["world_size"],
+            current["world_size"],
+        )
+
+
+def _check_zero(meta: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    """A ZeRO checkpoint's shards are per process and per stage (a universal one is not)."""
     if meta["zero_stage"] and meta["world_size"] != current["world_size"] and not is_universal(meta):
         raise CheckpointError(
             f"DeepSpeed ZeRO-{meta['zero_stage']} checkpoint was written by {meta['world_size']} processes, "
@@ -178,8 +193,13 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
         raise CheckpointError(
             f"checkpoint has ZeRO stage {meta['zero_stage']}, this launch {current['zero_stage']}",
             where=where,
-            fix=f"launch with the checkpoint's DeepSpeed configuration, {fresh}",
+            fix=f"launch with the checkpoint's DeepSpeed configuration, {_FRESH}",
         )
+
+
+def _check_schedule_and_data(meta: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    """The batch order, the position in the epoch and the learning-rate schedule depend on these, and on
+    the tokenised training data."""
     older = {"length_group_batches": 50}  # checkpoints from before the setting existed sorted pools of 50 batches
     for key in (
         "global_batch_size",
@@ -197,20 +217,13 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
                 "longer match",
                 where=where,
                 fix=f"resume with the same batch size, accumulation, epochs/max_steps, seed, "
-                f"group_by_length and length_group_batches, {fresh}",
+                f"group_by_length and length_group_batches, {_FRESH}",
             )
     if meta["data_fingerprint"] != current["data_fingerprint"]:
         raise CheckpointError(
             "training data (after tokenisation) differs from the checkpoint's",
             where=where,
-            fix=f"resume with the same training files, tokenizer, max_length and stride, {fresh}",
-        )
-    if meta["world_size"] != current["world_size"]:
-        logger.warning(
-            "resuming a %d-process checkpoint with %d processes: the data order is the same, "
-            "but dropout RNG streams differ, so results will not be bitwise equal",
-            meta["world_size"],
-            current["world_size"],
+            fix=f"resume with the same training files, tokenizer, max_length and stride, {_FRESH}",
         )
 
 

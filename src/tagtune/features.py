@@ -125,33 +125,16 @@ def build_features(
         enc = tokenizer(chunk, is_split_into_words=True, add_special_tokens=False)
         for j, words in enumerate(chunk):
             sid = lo + j
-            ids = enc["input_ids"][j]
-            # sub-token ids grouped per word; a word the tokenizer drops entirely becomes [UNK]
-            per_word: list[list[int]] = [[] for _ in words]
-            for tok_id, w in zip(ids, enc.word_ids(j)):
-                if w is not None:
-                    per_word[w].append(tok_id)
+            per_word = _word_pieces(enc["input_ids"][j], enc.word_ids(j), len(words))
             clipped += sum(len(p) > budget for p in per_word)
             per_word = [(p or [unk])[:budget] for p in per_word]
             y = [label2id[t] for t in tags[sid]] if tags is not None and label2id is not None else None
             out.num_words += len(words)
             for start, own, end in window_spans([len(p) for p in per_word], budget, stride):
-                input_ids, labels, word_ids = list(prefix), [IGNORE] * len(prefix), [-1] * len(prefix)
-                for w in range(start, end):
-                    pieces = per_word[w]
-                    owned = w >= own
-                    input_ids.extend(pieces)
-                    lab = y[w] if (y is not None and owned) else IGNORE
-                    labels.append(lab)
-                    labels.extend([lab if label_all_subtokens else IGNORE] * (len(pieces) - 1))
-                    word_ids.append(w if owned else -1)
-                    word_ids.extend([-1] * (len(pieces) - 1))
-                input_ids.extend(suffix)
-                labels.extend([IGNORE] * len(suffix))
-                word_ids.extend([-1] * len(suffix))
-                out.input_ids.append(input_ids)
-                out.labels.append(labels)
-                out.word_ids.append(word_ids)
+                input_ids, labels, word_ids = _window(per_word, y, start, own, end, label_all_subtokens)
+                out.input_ids.append(prefix + input_ids + suffix)
+                out.labels.append([IGNORE] * len(prefix) + labels + [IGNORE] * len(suffix))
+                out.word_ids.append([-1] * len(prefix) + word_ids + [-1] * len(suffix))
                 out.sent_ids.append(sid)
     if clipped:  # still one prediction per word (its first sub-token), but say what was cut
         logging.getLogger("tagtune").warning(
@@ -163,6 +146,36 @@ def build_features(
             budget,
         )
     return out
+
+
+def _word_pieces(ids: Sequence[int], word_ids: Sequence[Optional[int]], n_words: int) -> list[list[int]]:
+    """A sentence's sub-token ids grouped per word (empty for a word the tokenizer drops entirely)."""
+    per_word: list[list[int]] = [[] for _ in range(n_words)]
+    for tok_id, w in zip(ids, word_ids):
+        if w is not None:
+            per_word[w].append(tok_id)
+    return per_word
+
+
+def _window(
+    per_word: list[list[int]], y: Optional[list[int]], start: int, own: int, end: int, label_all_subtokens: bool
+) -> tuple[list[int], list[int], list[int]]:
+    """One window's sub-tokens (words ``start:end``), labels and word ids, without the special tokens. Only the
+    words it owns (``own:end``; the rest are context shared with the previous window) are labelled and scored,
+    each at its first sub-token (at every one with ``label_all_subtokens``, scored still once)."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    word_ids: list[int] = []
+    for w in range(start, end):
+        pieces = per_word[w]
+        owned = w >= own
+        input_ids.extend(pieces)
+        lab = y[w] if (y is not None and owned) else IGNORE
+        labels.append(lab)
+        labels.extend([lab if label_all_subtokens else IGNORE] * (len(pieces) - 1))
+        word_ids.append(w if owned else -1)
+        word_ids.extend([-1] * (len(pieces) - 1))
+    return input_ids, labels, word_ids
 
 
 class FeatureDataset(torch.utils.data.Dataset):

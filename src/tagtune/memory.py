@@ -171,7 +171,7 @@ def markdown(shape: ModelShape, rows: list[Estimate]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="tagtune memory",
         description="Estimated per-GPU memory (GiB) of parameters, gradients and optimizer states under DDP and "
@@ -209,8 +209,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     ):
         if v < 1:
             raise ConfigError(f"invalid value {v}: must be >= 1", where=name)
+    return args
+
+
+def summary_table(rows_by_case: list[tuple[str, str, list[Estimate]]]) -> str:
+    """One line of GPU totals per (model, method, GPUs): the README's table."""
+    setups = rows_by_case[0][2]
+    lines = [
+        "| model | method | GPUs | " + " | ".join(r.setup for r in setups) + " |",
+        "| --- | --- | ---: |" + " ---: |" * len(setups),
+    ]
+    for name, method, rows in rows_by_case:
+        lines.append(
+            f"| {name} | {method} | {rows[0].gpus} | " + " | ".join(f"{r.gpu_total_gib:.2f}" for r in rows) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
     out: list[dict[str, Any]] = []
-    summary: list[str] = []
+    cases: list[tuple[str, str, list[Estimate]]] = []
     for name in args.model:
         for method in args.method:
             shape = model_shape(name, method, args.num_labels, args.lora_r)
@@ -221,26 +240,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                         {**asdict(shape), "gpus_per_node": g, "nodes": args.nodes, "rows": [asdict(r) for r in rows]}
                     )
                 elif args.summary:
-                    if not summary:
-                        summary += [
-                            "| model | method | GPUs | " + " | ".join(r.setup for r in rows) + " |",
-                            "| --- | --- | ---: |" + " ---: |" * len(rows),
-                        ]
-                    summary.append(
-                        f"| {name} | {method} | {rows[0].gpus} | "
-                        + " | ".join(f"{r.gpu_total_gib:.2f}" for r in rows)
-                        + " |"
-                    )
+                    cases.append((name, method, rows))
                 else:
                     print(markdown(shape, rows))
     if args.json:
         print(json.dumps(out, indent=2))
-    else:
-        if summary:
-            print("\n".join(summary) + "\n")
-        print(
-            "GiB per device for the model states only (16 bytes per trainable parameter, 20 under multi-process DDP; "
-            "a frozen one: 4 under DDP autocast, 2 under DeepSpeed fp16/bf16); activations, CUDA context and "
-            "buffers come on top."
-        )
+        return 0
+    if cases:
+        print(summary_table(cases))
+    print(
+        "GiB per device for the model states only (16 bytes per trainable parameter, 20 under multi-process DDP; "
+        "a frozen one: 4 under DDP autocast, 2 under DeepSpeed fp16/bf16); activations, CUDA context and "
+        "buffers come on top."
+    )
     return 0

@@ -507,9 +507,20 @@ def build_report(runs: Sequence[Run], out: str | os.PathLike) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md: list[str] = ["# tagtune report", "", "Runs: " + ", ".join(f"`{r.label}` ({r.dir})" for r in runs), ""]
+    md += _label_distribution_section(runs, out)
+    md += _comparison_section(runs, out)
+    md += _efficiency_section(runs)
+    md += ["## Runs", ""]
+    for r in runs:
+        md += _run_section(r, out)
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(md).rstrip() + "\n")
+    return path
 
-    # Table 2: one label distribution per distinct data set
-    md += ["## Label distribution", ""]
+
+def _label_distribution_section(runs: Sequence[Run], out: Path) -> list[str]:
+    """Table 2: one label distribution per distinct data set, each also written as a CSV."""
+    md = ["## Label distribution", ""]
     groups: dict[str, list[Run]] = {}
     for r in runs:
         groups.setdefault(json.dumps(r.results.get("label_distribution"), sort_keys=True), []).append(r)
@@ -525,11 +536,14 @@ def build_report(runs: Sequence[Run], out: str | os.PathLike) -> Path:
         md.append(_table(LABEL_DIST_HEADER, [[str(c) for c in row] for row in rows]))
         name = "label_distribution.csv" if i == 0 else f"label_distribution_{i + 1}.csv"
         atomic_write_text(out / name, csv_text(LABEL_DIST_HEADER, rows))
+    return md
 
-    # side by side
-    md += ["## Comparison", ""]
-    md.append(_table(COMPARISON_HEADER, [comparison_row(r) for r in runs]))
-    atomic_write_text(out / "comparison.csv", csv_text(COMPARISON_HEADER, [comparison_row(r) for r in runs]))
+
+def _comparison_section(runs: Sequence[Run], out: Path) -> list[str]:
+    """The runs side by side (also comparison.csv), and each run's deltas against its baseline."""
+    rows = [comparison_row(r) for r in runs]
+    md = ["## Comparison", "", _table(COMPARISON_HEADER, rows)]
+    atomic_write_text(out / "comparison.csv", csv_text(COMPARISON_HEADER, rows))
     pairs = delta_pairs(runs)
     if pairs:
         md += ["", "Deltas (other − baseline; ratios other / baseline):", ""]
@@ -542,46 +556,44 @@ def build_report(runs: Sequence[Run], out: str | os.PathLike) -> Path:
         + ".",
         "",
     ]
+    return md
 
-    md += ["## Parameter efficiency", ""]
-    md.append(_table(EFFICIENCY_HEADER, [efficiency_row(r) for r in runs]))
-    md += [
+
+def _efficiency_section(runs: Sequence[Run]) -> list[str]:
+    return [
+        "## Parameter efficiency",
+        "",
+        _table(EFFICIENCY_HEADER, [efficiency_row(r) for r in runs]),
         "",
         "Total counts a LoRA classifier twice (peft's frozen original and trainable copy), as peft reports it; "
         "unique counts each weight once.",
         "",
     ]
 
-    # Tables 3-6 and Figures 1-2, one section per run
-    md += ["## Runs", ""]
-    for r in runs:
-        s = slug(r.label)
-        md += [f"### {r.label}", "", f"`{r.model}`, method `{r.method}`; {_topology(r)}; run directory `{r.dir}`.", ""]
-        md.append(_table([h for h, _ in epoch_columns(r.epochs)], epoch_rows(r.epochs)))
-        md += ["", table_note(r.epochs), ""]
-        loss_png = save_png(loss_figure(r.history, r.epochs, f"{r.label}: loss"), out / f"loss_{s}.png")
-        md += [f"![loss curve of {r.label}]({loss_png.name})", ""]
-        cm = r.results.get("confusion_matrix")
-        if cm:
-            train_counts = dict(map(tuple, r.results.get("label_distribution", {}).get("train", [])))
-            acc = _final(r, "accuracy")
-            title = f"{r.label}: confusion matrix, rows normalised" + (
-                f" (accuracy {acc:.4f})" if acc is not None else ""
-            )
-            png = save_png(
-                confusion_figure(cm["labels"], cm["matrix"], title, train_counts), out / f"confusion_{s}.png"
-            )
-            md += [f"![confusion matrix of {r.label}]({png.name})", ""]
-        else:
-            md += ["(no confusion matrix: the run did not evaluate)", ""]
-        per_tag = r.epochs[-1].get("per_tag") if r.epochs else None
-        if per_tag:
-            md += ["<details><summary>per-tag precision / recall / F1 (last epoch)</summary>", ""]
-            md.append(_table(PER_TAG_HEADER, [[str(c) for c in row] for row in per_tag_rows(per_tag)]))
-            md += ["</details>", ""]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(md).rstrip() + "\n")
-    return path
+
+def _run_section(r: Run, out: Path) -> list[str]:
+    """Tables 3-6 and Figures 1-2 of one run: its epochs, loss curve, confusion matrix and per-tag scores."""
+    s = slug(r.label)
+    md = [f"### {r.label}", "", f"`{r.model}`, method `{r.method}`; {_topology(r)}; run directory `{r.dir}`.", ""]
+    md.append(_table([h for h, _ in epoch_columns(r.epochs)], epoch_rows(r.epochs)))
+    md += ["", table_note(r.epochs), ""]
+    loss_png = save_png(loss_figure(r.history, r.epochs, f"{r.label}: loss"), out / f"loss_{s}.png")
+    md += [f"![loss curve of {r.label}]({loss_png.name})", ""]
+    cm = r.results.get("confusion_matrix")
+    if cm:
+        train_counts = dict(map(tuple, r.results.get("label_distribution", {}).get("train", [])))
+        acc = _final(r, "accuracy")
+        title = f"{r.label}: confusion matrix, rows normalised" + (f" (accuracy {acc:.4f})" if acc is not None else "")
+        png = save_png(confusion_figure(cm["labels"], cm["matrix"], title, train_counts), out / f"confusion_{s}.png")
+        md += [f"![confusion matrix of {r.label}]({png.name})", ""]
+    else:
+        md += ["(no confusion matrix: the run did not evaluate)", ""]
+    per_tag = r.epochs[-1].get("per_tag") if r.epochs else None
+    if per_tag:
+        md += ["<details><summary>per-tag precision / recall / F1 (last epoch)</summary>", ""]
+        md.append(_table(PER_TAG_HEADER, [[str(c) for c in row] for row in per_tag_rows(per_tag)]))
+        md += ["</details>", ""]
+    return md
 
 
 def main(argv: Optional[list[str]] = None) -> int:
