@@ -296,15 +296,29 @@ class TrainConfig:
 
     # ---- checks -----------------------------------------------------------------------
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> None:
-            raise ConfigError(f"invalid value {getattr(self, name)!r}: {why}", where=f"config field '{name}'")
+        # empty values given on a command line mean "not set"
+        if self.lora_target_modules is not None and len(self.lora_target_modules) == 0:
+            self.lora_target_modules = None
+        if self.resume_from_checkpoint is not None and not str(self.resume_from_checkpoint).strip():
+            self.resume_from_checkpoint = None
+        self._check_choices()
+        self._check_numbers()
+        self._check_data_source()
+        self._check_methods()
+        if self.output_dir is None:
+            self.output_dir = os.path.join("outputs", self.recipe)
 
+    def _bad(self, name: str, why: str) -> None:
+        raise ConfigError(f"invalid value {getattr(self, name)!r}: {why}", where=f"config field '{name}'")
+
+    def _check_choices(self) -> None:
         # recipes may re-declare a field as plain str; the base class's choices still hold
         for name, choices in _choices().items():
             value = getattr(self, name)
             if value is not None and value not in choices:
-                bad(name, f"choose one of {list(choices)}")
+                self._bad(name, f"choose one of {list(choices)}")
 
+    def _check_numbers(self) -> None:
         for name in (
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
@@ -316,11 +330,11 @@ class TrainConfig:
             "ddp_timeout",
         ):
             if getattr(self, name) < 1:
-                bad(name, "must be >= 1")
+                self._bad(name, "must be >= 1")
         if self.learning_rate <= 0:
-            bad("learning_rate", "must be > 0")
+            self._bad("learning_rate", "must be > 0")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
-            bad("num_train_epochs", "must be > 0 (or set max_steps > 0)")
+            self._bad("num_train_epochs", "must be > 0 (or set max_steps > 0)")
         for name in (
             "weight_decay",
             "max_grad_norm",
@@ -333,24 +347,28 @@ class TrainConfig:
             "length_group_batches",
         ):
             if getattr(self, name) < 0:
-                bad(name, "must be >= 0")
+                self._bad(name, "must be >= 0")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 0:
-            bad("micro_batch_tokens", "must be >= 0 (0 = never split a batch)")
+            self._bad("micro_batch_tokens", "must be >= 0 (0 = never split a batch)")
         if self.per_device_eval_batch_tokens is not None and self.per_device_eval_batch_tokens < 0:
-            bad("per_device_eval_batch_tokens", "must be >= 0 (0 = batches of per_device_eval_batch_size sentences)")
+            self._bad(
+                "per_device_eval_batch_tokens", "must be >= 0 (0 = batches of per_device_eval_batch_size sentences)"
+            )
         for name in ("warmup_ratio", "lora_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                bad(name, "must be in [0, 1)")
+                self._bad(name, "must be in [0, 1)")
         if not (0.0 < self.adam_beta1 < 1.0 and 0.0 < self.adam_beta2 < 1.0):
-            bad("adam_beta1", "betas must be in (0, 1)")
+            self._bad("adam_beta1", "betas must be in (0, 1)")
         if self.max_length is not None and self.max_length < 8:
-            bad("max_length", "must be >= 8 (room for special tokens and at least one word)")
+            self._bad("max_length", "must be >= 8 (room for special tokens and at least one word)")
         for name in ("max_train_samples", "max_eval_samples"):
             v = getattr(self, name)
             if v is not None and v < 1:
-                bad(name, "must be >= 1 when set")
+                self._bad(name, "must be >= 1 when set")
+
+    def _check_data_source(self) -> None:
         if not self.model_name_or_path:
-            bad("model_name_or_path", "a model id or folder is required")
+            self._bad("model_name_or_path", "a model id or folder is required")
         if not self.dataset_name and not self.train_file:
             raise ConfigError(
                 "no training data: set dataset_name or train_file",
@@ -363,23 +381,20 @@ class TrainConfig:
                 where="config fields 'dataset_name'/'train_file'",
                 fix="pass --dataset_name '' to use local files",
             )
-        if self.lora_target_modules is not None and len(self.lora_target_modules) == 0:
-            self.lora_target_modules = None
+
+    def _check_methods(self) -> None:
+        """The fine-tuning method's options, and decoding's, agree with each other."""
         if self.lora_target_modules and "all-linear" in self.lora_target_modules and len(self.lora_target_modules) > 1:
-            bad("lora_target_modules", "'all-linear' stands alone; give it or a list of module names")
+            self._bad("lora_target_modules", "'all-linear' stands alone; give it or a list of module names")
         if self.method == "lora" and self.peft_method != "lora":
-            bad("peft_method", f"--method lora trains LoRA; use --method peft --peft_method {self.peft_method}")
+            self._bad("peft_method", f"--method lora trains LoRA; use --method peft --peft_method {self.peft_method}")
         if self.method == "full" and (self.peft_method != "lora" or self.use_dora or self.use_rslora):
-            bad("method", "peft_method/use_dora/use_rslora need --method lora or --method peft")
+            self._bad("method", "peft_method/use_dora/use_rslora need --method lora or --method peft")
         for name in ("use_dora", "use_rslora"):
             if getattr(self, name) and self.peft_method != "lora":
-                bad(name, f"a LoRA option; peft_method is {self.peft_method}")
+                self._bad(name, f"a LoRA option; peft_method is {self.peft_method}")
         if self.constrain_decoding and self.tagging_scheme == "none":
-            bad("constrain_decoding", "flat tags (tagging_scheme none) have no span transitions to constrain")
-        if self.resume_from_checkpoint is not None and not str(self.resume_from_checkpoint).strip():
-            self.resume_from_checkpoint = None
-        if self.output_dir is None:
-            self.output_dir = os.path.join("outputs", self.recipe)
+            self._bad("constrain_decoding", "flat tags (tagging_scheme none) have no span transitions to constrain")
 
     # ---- helpers ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
