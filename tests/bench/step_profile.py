@@ -1,9 +1,10 @@
 """One tagtune training step, timed and profiled: median step time over N steps of the real trainer
 (TrainingRecipe.setup() then its _step on length-grouped batches), and torch.profiler's top operators
 of one step (plus a Chrome trace: open it in chrome://tracing or Perfetto for the flame graph).
+With ``--evaluation``, the same for the evaluation's forward passes over all of EWT dev instead.
 
     python tests/bench/step_profile.py [--method full|lora] [--precision no|bf16] [--steps 20] [--no_malloc_reuse]
-        [--model MODEL] [--data_dir ../shared/data/ud_english_ewt] [--trace step.json]
+        [--model MODEL] [--data_dir ../shared/data/ud_english_ewt] [--trace step.json] [--evaluation]
 """
 
 from __future__ import annotations
@@ -47,6 +48,39 @@ def roofline(prof, precision: str) -> str:
     )
 
 
+def profile_evaluation(recipe, passes: int, precision: str, trace) -> int:
+    """Median time of the evaluation's forward passes (gather_positions, no scoring) over the dev set, then
+    one pass profiled."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from tagtune.evaluation import gather_positions
+
+    shapes = [tuple(b["input_ids"].shape) for b in recipe.eval_dl]
+    padded = sum(n * width for n, width in shapes)
+    real = sum(int(b["attention_mask"].sum()) for b in recipe.eval_dl)
+    gather_positions(recipe.accelerator, recipe.model, recipe.eval_dl)  # warm-up: first-call allocations
+    times = []
+    for _ in range(passes):
+        t = time.perf_counter()
+        gather_positions(recipe.accelerator, recipe.model, recipe.eval_dl)
+        times.append(time.perf_counter() - t)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
+        gather_positions(recipe.accelerator, recipe.model, recipe.eval_dl)
+    words = recipe.eval_f.num_words
+    print(
+        f"evaluation {precision}: {len(shapes)} batches, {padded:,} padded sub-tokens "
+        f"({100 * (1 - real / padded):.1f}% padding), {words:,} words; {torch.get_num_threads()} threads; "
+        f"median pass {statistics.median(times):.2f} s over {passes}, {words / statistics.median(times):,.0f} "
+        f"words/s (forward passes only); load {os.getloadavg()[0]:.1f}"
+    )
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print(roofline(prof, precision))
+    if trace:
+        prof.export_chrome_trace(trace)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--method", default="full", choices=["full", "lora"])
@@ -59,6 +93,9 @@ def main() -> int:
     )
     p.add_argument("--trace", default=None, help="write a Chrome trace of one profiled step here")
     p.add_argument("--no_malloc_reuse", action="store_true", help="glibc's malloc defaults (cpu_malloc_reuse false)")
+    p.add_argument(
+        "--evaluation", action="store_true", help="the evaluation's passes over all of dev (--steps passes) instead"
+    )
     a = p.parse_args()
 
     import torch
@@ -75,7 +112,7 @@ def main() -> int:
         train_file=os.path.join(a.data_dir, "en_ewt-ud-train.conllu"),
         validation_file=os.path.join(a.data_dir, "en_ewt-ud-dev.conllu"),
         conllu_tag_column="xpos",
-        max_eval_samples=10,
+        max_eval_samples=None if a.evaluation else 10,
         per_device_train_batch_size=a.batch_size,
         learning_rate=1e-4,
         max_steps=a.steps + 2,
@@ -90,6 +127,8 @@ def main() -> int:
     recipe = TrainingRecipe(cfg)
     try:
         recipe.setup()
+        if a.evaluation:
+            return profile_evaluation(recipe, a.steps, a.precision, a.trace)
         recipe.model.train()
         batches = iter(recipe.train_dl)
         recipe._step(next(batches))  # warm-up: first-call allocations
