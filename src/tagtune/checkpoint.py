@@ -140,12 +140,12 @@ _FRESH = "or start a new run in another --output_dir"
 
 def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     """Refuse a resume that would silently train a different model or on different data."""
-    where, fresh = str(path), _FRESH
+    where = str(path)
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}",
             where=where,
-            fix=f"resume with the tagtune version that wrote it, {fresh}",
+            fix=f"resume with the tagtune version that wrote it, {_FRESH}",
         )
     if meta["labels"] != current["labels"]:
         added = sorted(set(current["labels"]) - set(meta["labels"]))
@@ -154,7 +154,7 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
             f"label set differs from the checkpoint's ({len(meta['labels'])} labels there, {len(current['labels'])} now; "
             f"new: {added or 'none'}, absent now: {missing or 'none'})",
             where=where,
-            fix=f"resume with the training data the checkpoint was trained on, {fresh}",
+            fix=f"resume with the training data the checkpoint was trained on, {_FRESH}",
         )
     for key, flag in (
         ("model_name_or_path", "--model_name_or_path"),
@@ -165,7 +165,7 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any], path: Path) 
             raise CheckpointError(
                 f"{key} differs from the checkpoint's: {meta[key]!r} there, {current[key]!r} now",
                 where=where,
-                fix=f"pass {flag} as in the checkpoint's run, {fresh}",
+                fix=f"pass {flag} as in the checkpoint's run, {_FRESH}",
             )
     _check_zero(meta, current, where)
     _check_schedule_and_data(meta, current, where)

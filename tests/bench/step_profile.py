@@ -48,6 +48,14 @@ def roofline(prof, precision: str) -> str:
     )
 
 
+def print_profile(prof, precision: str, trace) -> None:
+    """The profiled run's top operators and roofline line; its Chrome trace written where asked."""
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print(roofline(prof, precision))
+    if trace:
+        prof.export_chrome_trace(trace)
+
+
 def profile_evaluation(recipe, passes: int, precision: str, trace) -> int:
     """Median time of the evaluation's forward passes (gather_positions, no scoring) over the dev set, then
     one pass profiled."""
@@ -56,9 +64,9 @@ def profile_evaluation(recipe, passes: int, precision: str, trace) -> int:
 
     from tagtune.evaluation import gather_positions
 
-    shapes = [tuple(b["input_ids"].shape) for b in recipe.eval_dl]
-    padded = sum(n * width for n, width in shapes)
-    real = sum(int(b["attention_mask"].sum()) for b in recipe.eval_dl)
+    batches = padded = real = 0
+    for b in recipe.eval_dl:
+        batches, padded, real = batches + 1, padded + b["input_ids"].numel(), real + int(b["attention_mask"].sum())
     gather_positions(recipe.accelerator, recipe.model, recipe.eval_dl)  # warm-up: first-call allocations
     times = []
     for _ in range(passes):
@@ -69,15 +77,12 @@ def profile_evaluation(recipe, passes: int, precision: str, trace) -> int:
         gather_positions(recipe.accelerator, recipe.model, recipe.eval_dl)
     words = recipe.eval_f.num_words
     print(
-        f"evaluation {precision}: {len(shapes)} batches, {padded:,} padded sub-tokens "
+        f"evaluation {precision}: {batches} batches, {padded:,} padded sub-tokens "
         f"({100 * (1 - real / padded):.1f}% padding), {words:,} words; {torch.get_num_threads()} threads; "
         f"median pass {statistics.median(times):.2f} s over {passes}, {words / statistics.median(times):,.0f} "
         f"words/s (forward passes only); load {os.getloadavg()[0]:.1f}"
     )
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-    print(roofline(prof, precision))
-    if trace:
-        prof.export_chrome_trace(trace)
+    print_profile(prof, precision, trace)
     return 0
 
 
@@ -146,10 +151,7 @@ def main() -> int:
             f"median step {1000 * statistics.median(times):.0f} ms over {a.steps} steps, "
             f"{tokens / sum(times):,.0f} real sub-tokens/s; load {os.getloadavg()[0]:.1f}"
         )
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-        print(roofline(prof, a.precision))
-        if a.trace:
-            prof.export_chrome_trace(a.trace)
+        print_profile(prof, a.precision, a.trace)
     finally:
         recipe.cleanup()
     return 0
