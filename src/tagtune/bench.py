@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import bench_predict
-from .bench_report import assemble, markdown, rates
+from .bench_report import add_predict_floor, assemble, markdown, rates
 from .bench_spec import (
     ABLATIONS,
     PATHS,
@@ -188,6 +188,7 @@ def run_bench(
             report[key] = bench_predict.compare(
                 run_dir / "model", sentences, out / key, spec.eval_batch_size, env, dtype, rounds=repeats
             )
+            add_predict_floor(report, key)
             _write_report(out, report)
     return report
 

@@ -136,10 +136,20 @@ def test_cpu_bf16_report_checks_the_floor_against_the_grouped_trainer_in_fp32():
     assert rep["floors"]["train_tokens_per_s >= 1.3x"] is False  # 1.1x against the grouped Trainer in bf16
     md = bench_report.markdown(rep)
     assert "| tagtune bf16 / Trainer fp32 | | **1.90x** |" in md and "-0.20 points" in md
-    # a bf16 bench's report ends with both inference comparisons, float32 first
-    rep.update(predict=_predict_row("float32"), predict_half=_predict_row("bfloat16"))
+    assert "Every floor met in this run (predict not run): no (3 not met)" in md  # training, evaluation, memory
+    # a bf16 bench's report ends with both inference comparisons, float32 first, and their floors join the rest
+    rep.update(predict=_predict_row("float32"), predict_half={**_predict_row("bfloat16"), "met": False})
+    for key in ("predict", "predict_half"):
+        bench_report.add_predict_floor(rep, key)
+    assert rep["floors"]["predict float32 >= 3x the faster pipeline, tags identical"] is True
+    assert rep["floors"]["predict bfloat16 >= 3x the faster pipeline, tags agreeing"] is False
     md = bench_report.markdown(rep)
-    assert -1 < md.index("Inference in float32") < md.index("Inference in bfloat16")
+    assert -1 < md.index("Inference in float32") < md.index("Inference in bfloat16") < md.index("CPU floors")
+    assert "predict float32 >= 3x the faster pipeline, tags identical: met;" in md
+    assert md.rstrip().splitlines()[-3] == "Every floor met in this run: no (4 not met)"
+    for floor in rep["floors"]:  # a run that meets every floor says so
+        rep["floors"][floor] = True
+    assert "Every floor met in this run: yes" in bench_report.markdown(rep)
     slow = bench_report.assemble(
         spec, runs, {}, "", fp32_ref=bench_report.rates(raw(train_time_s=1.7, precision="no"))
     )
