@@ -132,6 +132,11 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         "without bulk dropout masks, hidden states' and attention probabilities' (torch's bernoulli_, one number "
         "per element on one thread; CPU runs only)",
     ),
+    "no_half_matmul_attention": (
+        {"cpu_half_matmul_attention": False},
+        "without bf16 matmul attention for short evaluation batches (torch's flash kernel throughout; bf16 CPU "
+        "runs only)",
+    ),
     "no_sparse_embedding_grad": (
         {"cpu_sparse_embedding_grad": False},
         "without the sparse embedding gradient (a zeroed dense one allocated every step; one-process CPU runs only)",

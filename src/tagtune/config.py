@@ -234,6 +234,14 @@ class TrainConfig:
         "Off under torch_compile. False = torch's dropout.",
         default=True,
     )
+    cpu_half_matmul_attention: bool = _help(
+        "On a CPU run in bf16, evaluation (and `tagtune predict` with this run's model) computes attention for "
+        "batches padded to at most 48 sub-tokens as two bf16 matmuls with the softmax in float32, instead of "
+        "torch's flash kernel, whose cost per (sentence, head) short batches do not amortise (README, What tagtune "
+        "does differently). Scores rounded to bf16 before the softmax, as in transformers' eager attention. "
+        "float32 and GPU runs are unchanged. False = SDPA throughout.",
+        default=True,
+    )
     cpu_sparse_embedding_grad: bool = _help(
         "On a one-process CPU run (no DeepSpeed, no torch_compile), the input embedding's backward is sparse "
         "and its rows are written into one dense gradient kept across steps, instead of a zeroed 45 MiB "

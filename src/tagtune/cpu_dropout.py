@@ -10,16 +10,15 @@ The masks are distributed as torch's are, but they are not the same masks.
 
 The attention probabilities' dropout runs inside ``scaled_dot_product_attention``, which with dropout on
 CPU takes torch's math path: q, k and v cast to float32, the products, softmax, a ``bernoulli_`` mask.
-``bulk_dropout_attention`` computes that same float32 math with a ``keep_noise`` mask instead. It is
-registered in place of transformers' "sdpa" attention function, and runs only for the modules of a model
-that ``use_bulk_attention_dropout`` marked, in training, on CPU; every other call, another model's
-included, goes to transformers' own function.
+``bulk_dropout_attention`` computes that same float32 math with a ``keep_noise`` mask instead.
+``cpu_attention.attention``, registered in place of transformers' "sdpa" function, runs it for the modules of
+a model that ``use_bulk_attention_dropout`` marked, in training, on CPU.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -48,19 +47,6 @@ class BulkDropout(torch.nn.Dropout):
         return x * keep_noise(x.shape, self.p, x.dtype)
 
 
-def _bulk_applies(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, dropout: float, kw: dict) -> bool:
-    """Plain bidirectional self-attention with dropout, training on CPU, in a marked model."""
-    return (
-        getattr(module, MARK, False)
-        and module.training
-        and 0.0 < dropout < 1.0
-        and query.device.type == "cpu"
-        and query.shape[1] == key.shape[1]  # as many key heads as query heads
-        and not kw.get("is_causal", getattr(module, "is_causal", False))
-        and all(kw.get(k) is None for k in ("position_bias", "softcap", "sliding_window", "s_aux"))
-    )
-
-
 def bulk_dropout_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -69,14 +55,9 @@ def bulk_dropout_attention(
     attention_mask: Optional[torch.Tensor],
     dropout: float = 0.0,
     scaling: Optional[float] = None,
-    **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function interface ([batch, heads, length, head_dim] in, [batch, length,
-    heads, head_dim] out). Outside ``_bulk_applies``: transformers' SDPA function, unchanged."""
-    if not _bulk_applies(module, query, key, dropout, kwargs):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    heads, head_dim] out), for the calls ``cpu_attention.bulk_applies`` accepts."""
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     with torch.autocast("cpu", enabled=False):  # float32 throughout, as torch's math path
         scores = torch.matmul(query.float() * scale, key.float().transpose(-1, -2))
@@ -90,17 +71,11 @@ def bulk_dropout_attention(
 
 
 def use_bulk_attention_dropout(model: torch.nn.Module) -> bool:
-    """Mark the model's modules and register ``bulk_dropout_attention`` as transformers' "sdpa"
-    function; True when the model's attention is SDPA (otherwise nothing changes)."""
-    config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa":
-        return False
-    from transformers.modeling_utils import AttentionInterface
+    """Mark the model's modules for ``bulk_dropout_attention`` (``cpu_attention.mark`` registers the
+    function that dispatches to it); True when the model's attention is SDPA (otherwise nothing changes)."""
+    from .cpu_attention import mark  # cpu_attention imports this module
 
-    AttentionInterface.register("sdpa", bulk_dropout_attention)  # process-wide, unmarked modules unchanged
-    for m in model.modules():
-        setattr(m, MARK, True)
-    return True
+    return mark(model, MARK)
 
 
 def use_bulk_dropout(model: torch.nn.Module) -> int:

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .cpu_attention import use_half_matmul_attention
 from .errors import CheckpointError, ConfigError, DataError, TagtuneError
 
 CONFIG_FILE = "tagtune_config.json"  # written with the model: resolved TrainConfig + labels
@@ -227,6 +228,8 @@ class Tagger:
                 "is on the hub while offline, pass --base_model PATH",
             ) from None
         model.to(device=dev, dtype=DTYPES[dtype]).eval()
+        if dev.type == "cpu" and tt_cfg.get("cpu_half_matmul_attention", True):  # as the run evaluated
+            use_half_matmul_attention(model)
         if batch_tokens is None:  # the run's; a batch_size given alone asks for batches of that many windows
             run_tokens = tt_cfg.get("per_device_eval_batch_tokens")
             batch_tokens = 0 if batch_size else resolve_eval_batch_tokens(run_tokens, dev.type)

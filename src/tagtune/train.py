@@ -26,6 +26,7 @@ import torch
 from . import checkpoint as ckpt
 from . import optim, runtime, tracking
 from .config import TrainConfig
+from .cpu_attention import HALF_MATMUL_MAX_LENGTH, use_half_matmul_attention
 from .cpu_dropout import use_bulk_attention_dropout, use_bulk_dropout
 from .cpu_malloc import keep_freed_memory, release_freed_memory
 from .data import Corpus, load_corpus
@@ -291,6 +292,9 @@ class TrainingRecipe:
                 n,
                 ", and the attention probabilities'" if attention else "; attention: the model's own",
             )
+        if cfg.cpu_half_matmul_attention and self.accelerator.device.type == "cpu":
+            if use_half_matmul_attention(self.model) and self.accelerator.mixed_precision == "bf16":
+                logger.info("attention: bf16 matmuls for evaluation batches padded to <= %d", HALF_MATMUL_MAX_LENGTH)
         self.sparse_grad = self._sparse_embedding_grad()
         if cfg.torch_compile:
             self.model = torch.compile(self.model)
