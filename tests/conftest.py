@@ -177,6 +177,27 @@ def synthetic_roberta() -> str:
     return synthetic_model_path("synthetic:roberta")
 
 
+def tiny_sdpa_bert(seed: int = 0):
+    """A 2-layer BERT token classifier with SDPA attention and attention dropout 0.3 (hidden dropout 0), random
+    weights from ``seed``: the model the attention-function tests mark and run."""
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        attention_probs_dropout_prob=0.3,
+        hidden_dropout_prob=0.0,
+        num_labels=3,
+        attn_implementation="sdpa",
+    )
+    return BertForTokenClassification(cfg)
+
+
 def smoke_recipe() -> type:
     """The ``Smoke`` recipe class of recipes/smoke.py (recipes are scripts, not a package)."""
     sys.path.insert(0, str(ROOT / "recipes"))

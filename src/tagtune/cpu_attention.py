@@ -67,11 +67,7 @@ def half_matmul_attention(
 ) -> torch.Tensor:
     """softmax(q kᵀ · scale + mask) v with both products in the inputs' dtype and the softmax in float32;
     [batch, heads, length, head_dim] in, [batch, length, heads, head_dim] out (transformers' layout)."""
-    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale
-    if attention_mask is not None and attention_mask.dtype == torch.bool:  # True: attend
-        scores = scores.masked_fill(~attention_mask, torch.finfo(torch.float32).min)
-    elif attention_mask is not None:  # additive
-        scores = scores + attention_mask.float()
+    scores = cpu_dropout.masked(torch.matmul(query, key.transpose(-1, -2)).float() * scale, attention_mask)
     probs = torch.softmax(scores, dim=-1).to(query.dtype)
     return torch.matmul(probs, value).transpose(1, 2).contiguous()
 

@@ -47,6 +47,16 @@ class BulkDropout(torch.nn.Dropout):
         return x * keep_noise(x.shape, self.p, x.dtype)
 
 
+def masked(scores: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """float32 attention scores with transformers' mask applied: a bool mask (True: attend) fills the rest
+    with float32's minimum, a float mask is added."""
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        return scores.masked_fill(~attention_mask, torch.finfo(torch.float32).min)
+    if attention_mask is not None:
+        return scores + attention_mask.float()
+    return scores
+
+
 def bulk_dropout_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -60,11 +70,7 @@ def bulk_dropout_attention(
     heads, head_dim] out), for the calls ``cpu_attention.bulk_applies`` accepts."""
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     with torch.autocast("cpu", enabled=False):  # float32 throughout, as torch's math path
-        scores = torch.matmul(query.float() * scale, key.float().transpose(-1, -2))
-        if attention_mask is not None and attention_mask.dtype == torch.bool:  # True: attend
-            scores = scores.masked_fill(~attention_mask, torch.finfo(torch.float32).min)
-        elif attention_mask is not None:  # additive
-            scores = scores + attention_mask.float()
+        scores = masked(torch.matmul(query.float() * scale, key.float().transpose(-1, -2)), attention_mask)
         probs = torch.softmax(scores, dim=-1) * keep_noise(scores.shape, dropout, torch.float32)
         out = torch.matmul(probs, value.float()).to(query.dtype)
     return out.transpose(1, 2).contiguous(), None

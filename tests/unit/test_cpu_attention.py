@@ -7,27 +7,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import smoke_config
+from conftest import smoke_config, tiny_sdpa_bert
 
 import tagtune.cpu_attention as ca
 from tagtune.cpu_dropout import MARK as BULK_MARK
-
-
-def _tiny_bert(seed=0):
-    from transformers import BertConfig, BertForTokenClassification
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=3,
-        attn_implementation="sdpa",
-    )
-    return BertForTokenClassification(cfg).eval()
 
 
 def _batch(length):
@@ -69,7 +52,7 @@ def test_used_for_short_bf16_inference_in_a_marked_model_only(calls):
     """A marked model in bf16 evaluation takes the matmul path up to HALF_MATMUL_MAX_LENGTH (one call per
     layer) and SDPA above it; its logits stay within bf16's precision of SDPA's. float32, training, and an
     unmarked model in the same process never take it."""
-    marked, other = _tiny_bert(), _tiny_bert()
+    marked, other = tiny_sdpa_bert().eval(), tiny_sdpa_bert().eval()
     assert ca.use_half_matmul_attention(marked)
     marked.bfloat16()
     other.bfloat16()
@@ -97,7 +80,7 @@ def test_used_for_short_bf16_inference_in_a_marked_model_only(calls):
 
 
 def test_left_alone_when_not_sdpa():
-    model = _tiny_bert()
+    model = tiny_sdpa_bert().eval()
     model.config._attn_implementation = "eager"
     assert not ca.use_half_matmul_attention(model)
     assert not any(getattr(m, ca.MARK, False) for m in model.modules())

@@ -3,7 +3,7 @@ every mask (so seeds and checkpoints still do); and the trainer using them on CP
 
 import pytest
 import torch
-from conftest import smoke_config
+from conftest import smoke_config, tiny_sdpa_bert
 
 from tagtune.cpu_dropout import BulkDropout, keep_noise, use_bulk_dropout
 
@@ -83,24 +83,6 @@ def test_trainer_uses_bulk_dropout_on_cpu_unless_told_not_to(tmp_path, bulk, com
     assert ("and the attention probabilities'" in caplog.text) is used
 
 
-def _tiny_bert(seed=0):
-    from transformers import BertConfig, BertForTokenClassification
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        attention_probs_dropout_prob=0.3,
-        hidden_dropout_prob=0.0,
-        num_labels=3,
-        attn_implementation="sdpa",
-    )
-    return BertForTokenClassification(cfg)
-
-
 def _batch():
     ids = torch.randint(5, 50, (3, 9))
     mask = torch.ones(3, 9, dtype=torch.long)
@@ -140,7 +122,7 @@ def test_attention_dropout_in_bulk_only_where_marked_training_on_cpu(monkeypatch
     calls = []
     real = cd.keep_noise
     monkeypatch.setattr(cd, "keep_noise", lambda *a: calls.append(a[0]) or real(*a))
-    marked, other = _tiny_bert(), _tiny_bert()
+    marked, other = tiny_sdpa_bert(), tiny_sdpa_bert()
     assert cd.use_bulk_attention_dropout(marked)
     ids, mask = _batch()
     marked.train()
@@ -163,7 +145,7 @@ def test_attention_dropout_in_bulk_only_where_marked_training_on_cpu(monkeypatch
 def test_attention_left_alone_when_not_sdpa():
     from tagtune.cpu_dropout import MARK, use_bulk_attention_dropout
 
-    model = _tiny_bert()
+    model = tiny_sdpa_bert()
     model.config._attn_implementation = "eager"
     assert not use_bulk_attention_dropout(model)
     assert not any(getattr(m, MARK, False) for m in model.modules())
