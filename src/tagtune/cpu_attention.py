@@ -9,13 +9,14 @@ transformers calls one function per attention implementation; tagtune registers 
 - every other call, other models' included: transformers' own SDPA function, unchanged.
 
 Why the second: torch's CPU flash kernel pays a cost per (sentence, head) that short sequences do not amortise
-in bfloat16. For tagtune's evaluation batches (about 2,048 padded sub-tokens, MiniLM's 12 heads of 32) on the
-2-core AMD machine it took 2.2–4.6 ms a call at lengths 7–40, where q·kᵀ and p·v as two bfloat16 matmuls with
-the softmax in float32 took 0.8–1.8 ms; from 56 to 90 neither was consistently faster, and at 128 the flash
-kernel was twice as fast (``tests/bench/short_attention.py`` prints both). On EWT dev, ``tagtune predict --dtype
-bfloat16`` went from 14,049 to 17,765 words/s (docs/performance.md). The scores are rounded to bfloat16
-before the softmax, as in transformers' eager attention; the flash kernel keeps them in float32. In float32
-nothing changes: there the flash kernel is as fast, and float32 tags stay identical to the pipeline's.
+in bfloat16. For evaluation-batch shapes (about 2,048 padded sub-tokens, or 16 and 32 sentences; MiniLM's 12
+heads of 32) on the 2-core AMD machine, q·kᵀ and p·v as two bfloat16 matmuls with the softmax in float32 were
+1.27–2.64x as fast as the flash kernel at every padded length up to 48; from 56 on neither was consistently
+faster (at 16 × 128 the flash kernel was 2.5x as fast; ``tests/bench/short_attention.py`` prints both). On EWT
+dev, bf16 evaluation through the launch path was 1.07x as fast and ``tagtune predict --dtype bfloat16`` 1.09x
+(docs/performance.md). The scores are rounded to bfloat16 before the softmax, as in transformers' eager
+attention; the flash kernel keeps them in float32. In float32 nothing changes: there the flash kernel is as
+fast, and float32 tags stay identical to the pipeline's.
 """
 
 from __future__ import annotations
