@@ -198,6 +198,17 @@ def tiny_sdpa_bert(seed: int = 0):
     return BertForTokenClassification(cfg)
 
 
+def tiny_sdpa_batch(length: int = 9):
+    """Input ids and attention mask for ``tiny_sdpa_bert``: 3 sentences of ``length``, the second padded by 3
+    (so the bool attention mask path runs)."""
+    import torch
+
+    ids = torch.randint(5, 50, (3, length))
+    mask = torch.ones(3, length, dtype=torch.long)
+    mask[1, length - 3 :] = 0
+    return ids, mask
+
+
 def smoke_recipe() -> type:
     """The ``Smoke`` recipe class of recipes/smoke.py (recipes are scripts, not a package)."""
     sys.path.insert(0, str(ROOT / "recipes"))

@@ -7,17 +7,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import smoke_config, tiny_sdpa_bert
+from conftest import smoke_config, tiny_sdpa_batch, tiny_sdpa_bert
 
 import tagtune.cpu_attention as ca
-from tagtune.cpu_dropout import MARK as BULK_MARK
-
-
-def _batch(length):
-    ids = torch.randint(5, 50, (3, length))
-    mask = torch.ones(3, length, dtype=torch.long)
-    mask[1, length - 3 :] = 0  # padding: the bool attention mask path
-    return ids, mask
+from tagtune import cpu_dropout
 
 
 @pytest.fixture
@@ -56,7 +49,7 @@ def test_used_for_short_bf16_inference_in_a_marked_model_only(calls):
     assert ca.use_half_matmul_attention(marked)
     marked.bfloat16()
     other.bfloat16()
-    short, long_ = _batch(ca.HALF_MATMUL_MAX_LENGTH), _batch(ca.HALF_MATMUL_MAX_LENGTH + 1)
+    short, long_ = tiny_sdpa_batch(ca.HALF_MATMUL_MAX_LENGTH), tiny_sdpa_batch(ca.HALF_MATMUL_MAX_LENGTH + 1)
     with torch.inference_mode():
         a = marked(input_ids=short[0], attention_mask=short[1]).logits
         assert calls == [ca.HALF_MATMUL_MAX_LENGTH] * 2
@@ -79,11 +72,17 @@ def test_used_for_short_bf16_inference_in_a_marked_model_only(calls):
     assert calls == [ca.HALF_MATMUL_MAX_LENGTH] * 2
 
 
-def test_left_alone_when_not_sdpa():
+@pytest.mark.parametrize(
+    "use, mark",
+    [(ca.use_half_matmul_attention, ca.MARK), (cpu_dropout.use_bulk_attention_dropout, cpu_dropout.MARK)],
+    ids=["half_matmul", "bulk_dropout"],
+)
+def test_left_alone_when_not_sdpa(use, mark):
+    """Both marks go through ``cpu_attention.mark``, which leaves a model whose attention is not SDPA alone."""
     model = tiny_sdpa_bert().eval()
     model.config._attn_implementation = "eager"
-    assert not ca.use_half_matmul_attention(model)
-    assert not any(getattr(m, ca.MARK, False) for m in model.modules())
+    assert not use(model)
+    assert not any(getattr(m, mark, False) for m in model.modules())
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -101,7 +100,7 @@ def test_trainer_marks_its_model_on_cpu_unless_told_not_to(tmp_path, on):
         recipe.cleanup()
     assert all(getattr(m, ca.MARK, False) for m in modules) is on
     assert not any(getattr(m, ca.MARK, False) for m in modules) is not on
-    assert all(getattr(m, BULK_MARK, False) for m in modules)
+    assert all(getattr(m, cpu_dropout.MARK, False) for m in modules)
     assert ALL_ATTENTION_FUNCTIONS["sdpa"] is ca.attention
 
 

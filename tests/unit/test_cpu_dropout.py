@@ -3,7 +3,7 @@ every mask (so seeds and checkpoints still do); and the trainer using them on CP
 
 import pytest
 import torch
-from conftest import smoke_config, tiny_sdpa_bert
+from conftest import smoke_config, tiny_sdpa_batch, tiny_sdpa_bert
 
 from tagtune.cpu_dropout import BulkDropout, keep_noise, use_bulk_dropout
 
@@ -83,13 +83,6 @@ def test_trainer_uses_bulk_dropout_on_cpu_unless_told_not_to(tmp_path, bulk, com
     assert ("and the attention probabilities'" in caplog.text) is used
 
 
-def _batch():
-    ids = torch.randint(5, 50, (3, 9))
-    mask = torch.ones(3, 9, dtype=torch.long)
-    mask[1, 6:] = 0  # padding: the bool attention mask path
-    return ids, mask
-
-
 def test_attention_dropout_is_the_math_path_with_a_bulk_mask(monkeypatch):
     """With a mask of all ones the attention equals SDPA without dropout; with a real mask, exactly the
     float32 math (softmax(q k^T * scale + mask) * noise) v, the noise being keep_noise's from torch's RNG."""
@@ -124,7 +117,7 @@ def test_attention_dropout_in_bulk_only_where_marked_training_on_cpu(monkeypatch
     monkeypatch.setattr(cd, "keep_noise", lambda *a: calls.append(a[0]) or real(*a))
     marked, other = tiny_sdpa_bert(), tiny_sdpa_bert()
     assert cd.use_bulk_attention_dropout(marked)
-    ids, mask = _batch()
+    ids, mask = tiny_sdpa_batch()
     marked.train()
     loss = marked(input_ids=ids, attention_mask=mask, labels=torch.zeros_like(ids)).loss
     loss.backward()
@@ -140,12 +133,3 @@ def test_attention_dropout_in_bulk_only_where_marked_training_on_cpu(monkeypatch
             marked(input_ids=ids, attention_mask=mask).logits, other.eval()(input_ids=ids, attention_mask=mask).logits
         )
     assert calls == []
-
-
-def test_attention_left_alone_when_not_sdpa():
-    from tagtune.cpu_dropout import MARK, use_bulk_attention_dropout
-
-    model = tiny_sdpa_bert()
-    model.config._attn_implementation = "eager"
-    assert not use_bulk_attention_dropout(model)
-    assert not any(getattr(m, MARK, False) for m in model.modules())
