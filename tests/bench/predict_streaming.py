@@ -1,6 +1,7 @@
 """Memory of `tagtune predict` as the input grows: peak RSS is bounded by the chunk, not by the file.
 
     python tests/bench/predict_streaming.py --model RUN_DIR [--sizes 10000 100000 1000000] [--chunk_lines 20000]
+        [--predict_args "--dtype bfloat16 --cpu_malloc_reuse false"]
 
 For each size it writes a JSONL file of that many sentences (the run's validation sentences, repeated),
 runs `tagtune predict --model RUN_DIR --input FILE --output OUT.jsonl` in a fresh process, and prints the
@@ -29,11 +30,11 @@ def write_input(words: list[list[str]], n: int, path: Path) -> int:
     return total
 
 
-def run(model: str, src: Path, out: Path, chunk_lines: int) -> tuple[float, int]:
+def run(model: str, src: Path, out: Path, chunk_lines: int, extra: list[str]) -> tuple[float, int]:
     """(seconds, peak RSS in bytes) of one `tagtune predict` process, measured by a wrapper process of its
     own (ru_maxrss of RUSAGE_CHILDREN is a maximum over every child a process ever had)."""
     cmd = [sys.executable, "-m", "tagtune.cli", "predict", "--model", model, "--input", str(src)]
-    cmd += ["--output", str(out), "--chunk_lines", str(chunk_lines)]
+    cmd += ["--output", str(out), "--chunk_lines", str(chunk_lines), *extra]
     wrapper = (
         "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
@@ -48,6 +49,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="a run directory (its eval_predictions.jsonl gives the words)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--chunk_lines", type=int, default=20_000)
+    ap.add_argument("--predict_args", default="", help="more `tagtune predict` options, as one string")
     a = ap.parse_args()
     run_dir = Path(a.model)
     words = [json.loads(x)["words"] for x in (run_dir / "eval_predictions.jsonl").read_text().splitlines()]
@@ -56,13 +58,13 @@ def main() -> None:
         for n in sorted(a.sizes):
             src, out = Path(tmp) / f"in-{n}.jsonl", Path(tmp) / f"out-{n}.jsonl"
             n_words = write_input(words, n, src)
-            secs, rss = run(str(run_dir), src, out, a.chunk_lines)
+            secs, rss = run(str(run_dir), src, out, a.chunk_lines, a.predict_args.split())
             assert sum(1 for _ in open(out)) == n
             rows.append((n, n_words, secs, rss))
             src.unlink()
             out.unlink()
     print(
-        f"| sentences | words | wall s (with start-up) | words/s | peak RSS | RSS / smallest |  (chunk_lines {a.chunk_lines})"
+        f"| sentences | words | wall s (with start-up) | words/s | peak RSS | RSS / smallest |  (chunk_lines {a.chunk_lines}) {a.predict_args}"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, w, s, rss in rows:

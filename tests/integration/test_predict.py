@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -289,6 +290,35 @@ def test_predict_on_cpu_bounds_the_kernel_caches_unless_the_user_sized_them(smok
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
     assert run_cli(*args) == 0
     assert (os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"], os.environ["LRU_CACHE_CAPACITY"]) == ("256", "8")
+
+
+KEEPING = "import sys; from tagtune import cli, cpu_malloc; rc = cli.main(sys.argv[1:]); print('keeping', cpu_malloc._KEEPING)"
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's; elsewhere nothing is changed")
+def test_predict_on_cpu_keeps_freed_memory_for_reuse_unless_told_not_to(smoke_run, tmp_path):
+    """`tagtune predict` on CPU tells glibc to keep freed memory, as training does (tests/unit/test_cpu_malloc.py
+    measures the pages it saves); `--cpu_malloc_reuse false` leaves glibc's defaults; the tags are the same."""
+    from tagtune.cpu_malloc import USER_ALLOCATOR_VARS
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('["they", "walked", "slowly", "."]\n["the", "dog", "barked", "."]\n')
+    env = {k: v for k, v in subprocess_env().items() if k not in (*USER_ALLOCATOR_VARS, "LD_PRELOAD")}
+    said, tags = {}, {}
+    for reuse in ("true", "false"):
+        out = tmp_path / f"{reuse}.jsonl"
+        args = ["predict", "--model", str(smoke_run), "--device", "cpu", "--input", str(src), "--output", str(out)]
+        proc = subprocess.run(
+            [sys.executable, "-c", KEEPING, *args, "--cpu_malloc_reuse", reuse],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        said[reuse] = proc.stdout.split()[-1]
+        tags[reuse] = [r["tags"] for r in read_jsonl(out)]
+    assert said == {"true": "True", "false": "False"}
+    assert tags["true"] == tags["false"] and len(tags["true"]) == 2 and len(tags["true"][0]) == 4
 
 
 # ---- errors -----------------------------------------------------------------------------------
