@@ -295,30 +295,34 @@ def test_predict_on_cpu_bounds_the_kernel_caches_unless_the_user_sized_them(smok
 KEEPING = "import sys; from tagtune import cli, cpu_malloc; rc = cli.main(sys.argv[1:]); print('keeping', cpu_malloc._KEEPING)"
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's; elsewhere nothing is changed")
-def test_predict_on_cpu_keeps_freed_memory_for_reuse_unless_told_not_to(smoke_run, tmp_path):
-    """`tagtune predict` on CPU tells glibc to keep freed memory, as training does (tests/unit/test_cpu_malloc.py
-    measures the pages it saves); `--cpu_malloc_reuse false` leaves glibc's defaults; the tags are the same."""
+def _keeps_freed_memory(*args: str) -> bool:
+    """Whether a `tagtune` subcommand, run in a fresh process with glibc's defaults, left glibc keeping freed memory."""
     from tagtune.cpu_malloc import USER_ALLOCATOR_VARS
 
+    env = {k: v for k, v in subprocess_env().items() if k not in (*USER_ALLOCATOR_VARS, "LD_PRELOAD")}
+    proc = subprocess.run([sys.executable, "-c", KEEPING, *args], capture_output=True, text=True, env=env, check=True)
+    return {"True": True, "False": False}[proc.stdout.split()[-1]]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's; elsewhere nothing is changed")
+def test_predict_and_evaluate_on_cpu_keep_freed_memory_for_reuse_unless_told_not_to(smoke_run, tmp_path):
+    """`tagtune predict` and `tagtune evaluate` on CPU tell glibc to keep freed memory, as training does
+    (tests/unit/test_cpu_malloc.py measures the pages it saves); `--cpu_malloc_reuse false` leaves glibc's
+    defaults; the tags are the same either way."""
     src = tmp_path / "in.jsonl"
     src.write_text('["they", "walked", "slowly", "."]\n["the", "dog", "barked", "."]\n')
-    env = {k: v for k, v in subprocess_env().items() if k not in (*USER_ALLOCATOR_VARS, "LD_PRELOAD")}
     said, tags = {}, {}
     for reuse in ("true", "false"):
         out = tmp_path / f"{reuse}.jsonl"
         args = ["predict", "--model", str(smoke_run), "--device", "cpu", "--input", str(src), "--output", str(out)]
-        proc = subprocess.run(
-            [sys.executable, "-c", KEEPING, *args, "--cpu_malloc_reuse", reuse],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-        )
-        said[reuse] = proc.stdout.split()[-1]
+        said[reuse] = _keeps_freed_memory(*args, "--cpu_malloc_reuse", reuse)
         tags[reuse] = [r["tags"] for r in read_jsonl(out)]
-    assert said == {"true": "True", "false": "False"}
+    assert said == {"true": True, "false": False}
     assert tags["true"] == tags["false"] and len(tags["true"]) == 2 and len(tags["true"][0]) == 4
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(smoke_run), "--device", "cpu", "--dataset", "synthetic:pos", "--out", str(out)]
+    assert _keeps_freed_memory(*args) is True
+    assert (out / "eval_predictions.jsonl").read_bytes() == (smoke_run / "eval_predictions.jsonl").read_bytes()
 
 
 # ---- errors -----------------------------------------------------------------------------------
