@@ -80,7 +80,7 @@ def _load_from_args(a: argparse.Namespace) -> Tagger:
         raise ConfigError(f"invalid value {a.stride}: must be >= 0", where="--stride")
     if resolve_device(a.device).type == "cpu":  # before the first forward: each new batch shape's kernels would stay
         logger.info("oneDNN kernel caches: %s", bound_kernel_caches())
-        if a.cpu_malloc_reuse == "true":  # every batch's activations and oneDNN scratch reuse the same pages
+        if a.cpu_malloc_reuse == "true":  # one pass: without it each batch's large blocks are faulted in afresh
             logger.info("CPU memory allocator: %s", keep_freed_memory())
     return Tagger.load(
         a.model,
