@@ -42,6 +42,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def glibc_default_env(**extra: str) -> dict[str, str]:
+    """subprocess_env without this shell's own allocator settings: a child starts from glibc's defaults."""
+    from tagtune.cpu_malloc import USER_ALLOCATOR_VARS
+
+    return {k: v for k, v in subprocess_env(**extra).items() if k not in (*USER_ALLOCATOR_VARS, "LD_PRELOAD")}
+
+
 def run_cmd(
     cmd: list[str], timeout: int = 600, check: bool = True, cwd: Path = ROOT, **env_extra: str
 ) -> subprocess.CompletedProcess:

@@ -105,6 +105,11 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         {"per_device_eval_batch_tokens": 0},
         "evaluation in batches of the preset's sentence count (instead of batches of at most 2,048 padded sub-tokens)",
     ),
+    "filled_eval_batches": (
+        {"eval_batch_cuts": False},
+        "evaluation batches each filled up to 2,048 padded sub-tokens (instead of cut where the fewest positions "
+        "are computed)",
+    ),
     "foreach_adamw": ({"optim": "adamw_torch"}, "without fused AdamW (foreach AdamW instead)"),
     "no_micro_batches": (
         {"micro_batch_tokens": 0},

@@ -181,6 +181,7 @@ class Tagger:
     stride: int = 32
     batch_size: int = 32
     batch_tokens: int = 0  # > 0: batches of at most this many padded sub-tokens instead of batch_size windows
+    batch_cuts: bool = True  # with batch_tokens: cut where the fewest positions are computed (eval_batch_cuts)
     model_dir: Optional[Path] = None
     is_adapter: bool = False
     train_config: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -241,6 +242,8 @@ class Tagger:
             stride=stride if stride is not None else int(tt_cfg.get("stride", 32)),
             batch_size=batch_size or int(tt_cfg.get("per_device_eval_batch_size", 32)),
             batch_tokens=batch_tokens,
+            # as the run evaluated: runs saved before eval_batch_cuts existed filled each batch (a plain model folder: cuts)
+            batch_cuts=bool(tt_cfg.get("eval_batch_cuts", not tt_cfg)),
             model_dir=model_dir,
             is_adapter=is_adapter,
             train_config=tt_cfg,
@@ -284,7 +287,7 @@ class Tagger:
         if n:
             feats = build_features(sents, None, self.tokenizer, max_length=self.max_length, stride=self.stride)
             # the training evaluation's batches: same padding, same numbers
-            batches = eval_batches(feats.lengths, self.batch_size, self.batch_tokens)
+            batches = eval_batches(feats.lengths, self.batch_size, self.batch_tokens, cut=self.batch_cuts)
             collate = Collator(feats, self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
             dev = self.device
             with torch.inference_mode():
@@ -326,6 +329,7 @@ class Tagger:
             stride=self.stride,
             batch_size=self.batch_size,
             batch_tokens=self.batch_tokens,
+            batch_cuts=self.batch_cuts,
             model_dir=self.model_dir,
             is_adapter=False,
             train_config=self.train_config,

@@ -272,7 +272,11 @@ class TrainingRecipe:
         # evaluation longest first (in file order without length grouping), each process its own batches
         self.eval_batch_tokens = resolve_eval_batch_tokens(cfg.per_device_eval_batch_tokens, acc.device.type)
         batches = eval_batches(
-            self.eval_f.lengths, cfg.per_device_eval_batch_size, self.eval_batch_tokens, sort=cfg.group_by_length
+            self.eval_f.lengths,
+            cfg.per_device_eval_batch_size,
+            self.eval_batch_tokens,
+            sort=cfg.group_by_length,
+            cut=cfg.eval_batch_cuts,
         )
         self.eval_dl = make_eval_loader(self.eval_f, shard_batches(batches, acc.process_index, n), **collate_kw)
 

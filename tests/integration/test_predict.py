@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_json, subprocess_env, train_smoke
+from conftest import ROOT, glibc_default_env, read_json, subprocess_env, train_smoke
 
 from tagtune import Tagger, cli
 from tagtune.errors import DataError
@@ -297,10 +297,9 @@ KEEPING = "import sys; from tagtune import cli, cpu_malloc; rc = cli.main(sys.ar
 
 def _keeps_freed_memory(*args: str) -> bool:
     """Whether a `tagtune` subcommand, run in a fresh process with glibc's defaults, left glibc keeping freed memory."""
-    from tagtune.cpu_malloc import USER_ALLOCATOR_VARS
-
-    env = {k: v for k, v in subprocess_env().items() if k not in (*USER_ALLOCATOR_VARS, "LD_PRELOAD")}
-    proc = subprocess.run([sys.executable, "-c", KEEPING, *args], capture_output=True, text=True, env=env, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", KEEPING, *args], capture_output=True, text=True, env=glibc_default_env(), check=True
+    )
     return {"True": True, "False": False}[proc.stdout.split()[-1]]
 
 

@@ -2,12 +2,12 @@
 pages; a user's own allocator choice, and a libc other than glibc, are left as they are."""
 
 import json
-import os
 import platform
 import subprocess
 import sys
 
 import pytest
+from conftest import glibc_default_env
 
 from tagtune import TrainConfig, cpu_malloc
 from tagtune.config import parse
@@ -40,14 +40,9 @@ print(json.dumps([before_keep, released, kept, rss_mib()]))
 """
 
 
-def _env() -> dict[str, str]:
-    # glibc's defaults, whatever this shell has set for its own allocator
-    return {k: v for k, v in os.environ.items() if k not in (*cpu_malloc.USER_ALLOCATOR_VARS, "LD_PRELOAD")}
-
-
 def _faults(mode: str) -> tuple[str, list[int]]:
     out = subprocess.run(
-        [sys.executable, "-c", STEP_FAULTS, mode], capture_output=True, text=True, check=True, env=_env()
+        [sys.executable, "-c", STEP_FAULTS, mode], capture_output=True, text=True, check=True, env=glibc_default_env()
     ).stdout.split("\n")
     return out[0], json.loads(out[-2])
 
@@ -94,7 +89,9 @@ def test_on_by_default_and_off_from_the_command_line():
 def test_kept_memory_goes_back_when_released():
     """The trainer releases the kept heap before each evaluation: a freed 256 MiB block, still resident
     while kept, leaves the process; before keep_freed_memory there is nothing of ours to release."""
-    out = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True, check=True, env=_env())
+    out = subprocess.run(
+        [sys.executable, "-c", RELEASE], capture_output=True, text=True, check=True, env=glibc_default_env()
+    )
     before_keep, released, kept_mib, after_mib = json.loads(out.stdout.split("\n")[-2])
     assert before_keep is False and released is True
     assert kept_mib - after_mib >= 200, (kept_mib, after_mib)

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from tagtune.features import (
+    EVAL_BATCH_COST_TOKENS,
     IGNORE,
     Collator,
     LengthGroupedBatchSampler,
     build_features,
+    cut_sorted,
     eval_batches,
     is_byte_level,
     load_tokenizer,
@@ -141,14 +143,46 @@ def test_evaluation_batches_by_tokens_hold_the_budget_longest_first():
         assert len(b) * w <= 512
     counts = [len(b) for b in by_tokens]
     assert max(counts) > 32 and min(counts[1:]) < 32  # the count follows the length, not batch_size
-    # greedy: one more window would break the budget
-    assert all((len(b) + 1) * w > 512 for b, w in zip(by_tokens[:-1], widths[:-1]))
+    # the cuts compute fewer positions than filling each batch to the budget, at the cost of some batches
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    filled = eval_batches([lengths[i] for i in order], 32, 512, sort=False)  # sorted, each batch filled
+    padded = sum(len(b) * w for b, w in zip(by_tokens, widths))
+    assert padded < sum(len(b) * max(lengths[order[i]] for i in b) for b in filled)
+    assert padded + EVAL_BATCH_COST_TOKENS * len(by_tokens) < sum(
+        len(b) * max(lengths[order[i]] for i in b) + EVAL_BATCH_COST_TOKENS for b in filled
+    )
     by_count = eval_batches(lengths, 32)
     assert [len(b) for b in by_count[:-1]] == [32] * (len(by_count) - 1)
     assert [i for b in by_count for i in b] == [i for b in by_tokens for i in b]  # the same order
     assert [i for b in eval_batches(lengths, 32, 512, sort=False) for i in b] == list(range(len(lengths)))
     assert resolve_eval_batch_tokens(None, "cpu") == 2048 and resolve_eval_batch_tokens(None, "cuda") == 0
     assert resolve_eval_batch_tokens(0, "cpu") == 0 and resolve_eval_batch_tokens(96, "cuda") == 96
+
+
+def _cuts(n: int):
+    """Every way to cut n windows into consecutive batches, as lists of (start, end)."""
+    for mask in range(2 ** (n - 1)):
+        bounds = [0] + [k for k in range(1, n) if mask >> (k - 1) & 1] + [n]
+        yield list(zip(bounds[:-1], bounds[1:]))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sorted_cuts_are_the_cheapest_of_all_cuts_within_the_budget(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 11))
+    widths = np.sort(rng.integers(1, 40, size=n))[::-1]
+    budget, per_batch = int(rng.integers(20, 120)), int(rng.integers(0, 60))
+
+    def cost(cuts):
+        return sum((b - a) * widths[a] + per_batch for a, b in cuts)
+
+    def fits(cuts):  # within the budget, or a single window
+        return all(b - a == 1 or (b - a) * widths[a] <= budget for a, b in cuts)
+
+    got = cut_sorted(widths, budget, per_batch)
+    assert [a for a, _ in got] == [0] + [b for _, b in got[:-1]] and got[-1][1] == n  # consecutive, all covered
+    assert fits(got)
+    assert cost(got) == min(cost(c) for c in _cuts(n) if fits(c))  # brute force over all 2^(n-1) cuts
 
 
 @pytest.mark.parametrize("n_batches,world", [(7, 2), (8, 2), (1, 2), (5, 3), (0, 2), (4, 1)])
@@ -161,3 +195,41 @@ def test_evaluation_shards_give_every_process_as_many_batches_and_miss_none(n_ba
     assert shards[0][0:1] == batches[0:1]  # rank r starts at batch r
     if world == 1:
         assert shards[0] == batches
+
+
+@pytest.mark.parametrize("recorded", [True, False, None])
+def test_the_tagger_cuts_its_batches_as_the_run_evaluated(smoke_run, tmp_path, recorded):
+    """`tagtune predict` runs the batches the run's evaluation ran: cut (the default, recorded with the
+    model), filled up to the budget, or filled for a run saved before the setting existed."""
+    import json
+    import shutil
+
+    from tagtune.tagger import CONFIG_FILE, Tagger, find_model_dir
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(find_model_dir(smoke_run), model_dir)
+    cfg = json.loads((model_dir / CONFIG_FILE).read_text())
+    assert cfg["eval_batch_cuts"] is True  # recorded with the model
+    if recorded is None:
+        del cfg["eval_batch_cuts"]
+    else:
+        cfg["eval_batch_cuts"] = recorded
+    (model_dir / CONFIG_FILE).write_text(json.dumps(cfg))
+    tagger = Tagger.load(model_dir, device="cpu", batch_tokens=256)
+    assert tagger.batch_cuts is (recorded is True)
+
+    words = ["the", "cat", "saw", "a", "dog"]
+    sents = [[words[k % 5] for k in range(n)] for n in [22, 11, 11, 11] + [4] * 60]
+    shapes = []
+    hook = tagger.model.register_forward_hook(
+        lambda m, a, k, o: shapes.append(tuple(k["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        tags = tagger.tag(sents)
+    finally:
+        hook.remove()
+    lengths = build_features(sents, None, tagger.tokenizer).lengths
+    expect = {cut: eval_batches(lengths, 32, 256, cut=cut) for cut in (True, False)}
+    assert expect[True] != expect[False]  # these sentences tell the two apart
+    assert shapes == [(len(b), max(lengths[i] for i in b)) for b in expect[recorded is True]]
+    assert [len(t) for t in tags] == [len(s) for s in sents]
