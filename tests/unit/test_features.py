@@ -147,10 +147,9 @@ def test_evaluation_batches_by_tokens_hold_the_budget_longest_first():
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     filled = eval_batches([lengths[i] for i in order], 32, 512, sort=False)  # sorted, each batch filled
     padded = sum(len(b) * w for b, w in zip(by_tokens, widths))
-    assert padded < sum(len(b) * max(lengths[order[i]] for i in b) for b in filled)
-    assert padded + EVAL_BATCH_COST_TOKENS * len(by_tokens) < sum(
-        len(b) * max(lengths[order[i]] for i in b) + EVAL_BATCH_COST_TOKENS for b in filled
-    )
+    padded_filled = sum(len(b) * max(lengths[order[i]] for i in b) for b in filled)
+    assert padded < padded_filled
+    assert padded + EVAL_BATCH_COST_TOKENS * len(by_tokens) < padded_filled + EVAL_BATCH_COST_TOKENS * len(filled)
     by_count = eval_batches(lengths, 32)
     assert [len(b) for b in by_count[:-1]] == [32] * (len(by_count) - 1)
     assert [i for b in by_count for i in b] == [i for b in by_tokens for i in b]  # the same order
