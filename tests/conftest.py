@@ -239,6 +239,22 @@ def train_smoke(out: Path, *args: str) -> Path:
     return out
 
 
+def model_recording(run: Path, dest: Path, key: str, value: Any) -> Any:
+    """Copy ``run``'s model folder to ``dest`` with ``key`` of its tagtune_config.json set to ``value`` (None: the
+    key removed, as in a run saved before the setting existed); returns what the run recorded."""
+    import shutil
+
+    from tagtune.tagger import CONFIG_FILE, find_model_dir
+
+    shutil.copytree(find_model_dir(run), dest)
+    cfg = read_json(dest / CONFIG_FILE)
+    recorded = cfg.pop(key)
+    if value is not None:
+        cfg[key] = value
+    (dest / CONFIG_FILE).write_text(json.dumps(cfg))
+    return recorded
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """One smoke training (synthetic BERT, 4 epochs, ~10 s) shared by tests that need a trained model."""

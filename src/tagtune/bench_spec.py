@@ -110,6 +110,10 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         "evaluation batches each filled up to 2,048 padded sub-tokens (instead of cut where the fewest positions "
         "are computed)",
     ),
+    "unpacked_linear": (
+        {"cpu_packed_linear": False},
+        "evaluation through torch's Linear (instead of weights packed once per evaluation for oneDNN)",
+    ),
     "foreach_adamw": ({"optim": "adamw_torch"}, "without fused AdamW (foreach AdamW instead)"),
     "no_micro_batches": (
         {"micro_batch_tokens": 0},

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from . import cpu_linear
 from .cpu_attention import use_half_matmul_attention
 from .errors import CheckpointError, ConfigError, DataError, TagtuneError
 
@@ -182,6 +183,7 @@ class Tagger:
     batch_size: int = 32
     batch_tokens: int = 0  # > 0: batches of at most this many padded sub-tokens instead of batch_size windows
     batch_cuts: bool = True  # with batch_tokens: cut where the fewest positions are computed (eval_batch_cuts)
+    packed_linear: bool = False  # the Linear layers run on weights packed for oneDNN (cpu_linear; CPU only)
     model_dir: Optional[Path] = None
     is_adapter: bool = False
     train_config: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -198,12 +200,15 @@ class Tagger:
         max_length: Optional[int] = None,
         stride: Optional[int] = None,
         base_model: Optional[str] = None,
+        packed_linear: Optional[bool] = None,
     ) -> Tagger:
         """Load a run directory or model folder: a full model, or an adapter onto its base model.
 
         ``batch_size``, ``batch_tokens``, ``max_length`` and ``stride`` default to the training run's
         evaluation settings, so predictions match the training evaluation exactly. A ``batch_size`` given
-        without ``batch_tokens`` means batches of that many windows.
+        without ``batch_tokens`` means batches of that many windows. ``packed_linear`` (CPU only) runs the
+        Linear layers on weights packed once for oneDNN (``cpu_linear``); None: as the run evaluated
+        (``cpu_packed_linear``), and on for a model folder that is not a tagtune run's.
         """
         from .features import load_tokenizer, resolve_eval_batch_tokens
 
@@ -231,6 +236,9 @@ class Tagger:
         model.to(device=dev, dtype=DTYPES[dtype]).eval()
         if dev.type == "cpu" and tt_cfg.get("cpu_half_matmul_attention", True):  # as the run evaluated
             use_half_matmul_attention(model)
+        if packed_linear is None:  # as the run evaluated: runs saved before cpu_packed_linear existed did not pack
+            packed_linear = bool(tt_cfg.get("cpu_packed_linear", not tt_cfg))
+        packed_linear = dev.type == "cpu" and packed_linear and cpu_linear.pack(model, DTYPES[dtype]) > 0
         if batch_tokens is None:  # the run's; a batch_size given alone asks for batches of that many windows
             run_tokens = tt_cfg.get("per_device_eval_batch_tokens")
             batch_tokens = 0 if batch_size else resolve_eval_batch_tokens(run_tokens, dev.type)
@@ -244,6 +252,7 @@ class Tagger:
             batch_tokens=batch_tokens,
             # as the run evaluated: runs saved before eval_batch_cuts existed filled each batch (a plain model folder: cuts)
             batch_cuts=bool(tt_cfg.get("eval_batch_cuts", not tt_cfg)),
+            packed_linear=packed_linear,
             model_dir=model_dir,
             is_adapter=is_adapter,
             train_config=tt_cfg,
@@ -320,7 +329,10 @@ class Tagger:
         """A Tagger whose adapter is merged into the base weights (a plain transformers model)."""
         if not self.is_adapter:
             return self
+        cpu_linear.unpack(self.model)  # merging changes the base weights: their packed copies would be stale
         model = self.model.merge_and_unload()
+        if self.packed_linear:
+            cpu_linear.pack(model, next(model.parameters()).dtype)
         return Tagger(
             model=model,
             tokenizer=self.tokenizer,
@@ -330,6 +342,7 @@ class Tagger:
             batch_size=self.batch_size,
             batch_tokens=self.batch_tokens,
             batch_cuts=self.batch_cuts,
+            packed_linear=self.packed_linear,
             model_dir=self.model_dir,
             is_adapter=False,
             train_config=self.train_config,

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 
 from . import checkpoint as ckpt
-from . import optim, runtime, tracking
+from . import cpu_linear, optim, runtime, tracking
 from .config import TrainConfig
 from .cpu_attention import HALF_MATMUL_MAX_LENGTH, use_half_matmul_attention
 from .cpu_dropout import use_bulk_attention_dropout, use_bulk_dropout
@@ -299,9 +299,22 @@ class TrainingRecipe:
         if cfg.cpu_half_matmul_attention and self.accelerator.device.type == "cpu":
             if use_half_matmul_attention(self.model) and self.accelerator.mixed_precision == "bf16":
                 logger.info("attention: bf16 matmuls for evaluation batches padded to <= %d", HALF_MATMUL_MAX_LENGTH)
+        self.eval_linear_dtype = self._eval_linear_dtype()
         self.sparse_grad = self._sparse_embedding_grad()
         if cfg.torch_compile:
             self.model = torch.compile(self.model)
+
+    def _eval_linear_dtype(self) -> Optional[torch.dtype]:
+        """The dtype evaluation packs the Linear weights in (cpu_packed_linear), or None: not packed."""
+        from accelerate.utils import DistributedType
+
+        acc, cfg = self.accelerator, self.cfg
+        dtype = torch.bfloat16 if acc.mixed_precision == "bf16" else torch.float32  # what autocast multiplies in
+        wanted = cfg.cpu_packed_linear and acc.device.type == "cpu" and not cfg.torch_compile
+        if not (wanted and acc.distributed_type != DistributedType.DEEPSPEED and cpu_linear.supported(dtype)):
+            return None
+        logger.info("evaluation: Linear layers on weights packed once per evaluation for oneDNN (%s)", dtype)
+        return dtype
 
     def _sparse_embedding_grad(self) -> Optional[SparseEmbeddingGrad]:
         """The input embedding's gradient kept dense across steps, where only the trainer reads it."""
@@ -604,7 +617,10 @@ class TrainingRecipe:
         # library import and the trims are outside the clock, as users would want an evaluation timed.
         release_freed_memory()
         t = time.time()
-        positions = gather_positions(self.accelerator, self.model, self.eval_dl, log_probs=constrains(self.scoring))
+        with cpu_linear.packed(self.model, self.eval_linear_dtype):  # the weights stay put until it ends
+            positions = gather_positions(
+                self.accelerator, self.model, self.eval_dl, log_probs=constrains(self.scoring)
+            )
         forward_s = time.time() - t
         release_freed_memory()
         load_libraries()

@@ -324,6 +324,29 @@ def test_predict_and_evaluate_on_cpu_keep_freed_memory_for_reuse_unless_told_not
     assert (out / "eval_predictions.jsonl").read_bytes() == (smoke_run / "eval_predictions.jsonl").read_bytes()
 
 
+def test_predict_packs_linear_layers_as_the_run_evaluated_unless_told(smoke_run, tmp_path, monkeypatch):
+    """`--cpu_packed_linear auto` (the default) follows the run, which packed (cpu_linear); true and false
+    choose; the output is byte-identical either way on this model."""
+    import torch
+
+    import tagtune.cpu_linear as cpu_linear
+
+    packs = []
+    real = cpu_linear.pack
+    monkeypatch.setattr(cpu_linear, "pack", lambda model, dtype: packs.append(dtype) or real(model, dtype))
+    src = tmp_path / "in.jsonl"
+    src.write_text('["they", "walked", "slowly", "."]\n["the", "dog", "barked", "."]\n')
+    outs, packed = {}, {}
+    for choice in ("auto", "true", "false"):
+        outs[choice], n = tmp_path / f"{choice}.jsonl", len(packs)
+        args = ["--device", "cpu", "--input", src, "--output", outs[choice], "--cpu_packed_linear", choice]
+        assert run_cli("predict", "--model", smoke_run, *args) == 0
+        packed[choice] = packs[n:]
+    assert packed == {"auto": [torch.float32], "true": [torch.float32], "false": []}
+    assert outs["auto"].read_bytes() == outs["true"].read_bytes() == outs["false"].read_bytes()
+    assert len(read_jsonl(outs["auto"])) == 2
+
+
 # ---- errors -----------------------------------------------------------------------------------
 
 
@@ -380,6 +403,12 @@ def test_lora_adapter_predicts_like_training_and_merged_export_is_identical(lora
     tags, scores = adapter.tag(words, return_scores=True)
     assert tags == [r["tags"] for r in trained]
     assert len({t for s in tags for t in s}) >= 10  # a model that learned something, not one tag everywhere
+    # merged in memory, the packed weights (cpu_linear) are the merged ones, not the base model's
+    inproc = Tagger.load(lora_run, device="cpu").merged()
+    assert inproc.packed_linear and {
+        type(m).__name__ for m in inproc.model.modules() if "Linear" in type(m).__name__
+    } == {"PackedLinear"}
+    assert inproc.tag(words) == tags
 
     merged_dir = tmp_path / "merged"
     assert run_cli("export", "--model", lora_run, "--out", merged_dir) == 2

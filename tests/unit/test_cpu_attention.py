@@ -2,12 +2,9 @@
 uses it and where it leaves transformers' SDPA alone, and who marks a model for it (the trainer on CPU
 unless told not to, the Tagger as the run evaluated)."""
 
-import json
-import shutil
-
 import pytest
 import torch
-from conftest import smoke_config, tiny_sdpa_batch, tiny_sdpa_bert
+from conftest import model_recording, smoke_config, tiny_sdpa_batch, tiny_sdpa_bert
 
 import tagtune.cpu_attention as ca
 from tagtune import cpu_dropout
@@ -107,13 +104,9 @@ def test_trainer_marks_its_model_on_cpu_unless_told_not_to(tmp_path, on):
 @pytest.mark.parametrize("on", [True, False])
 def test_tagger_follows_the_run(smoke_run, tmp_path, on):
     """Predictions match the run's evaluation: the Tagger uses the path when the run did."""
-    from tagtune.tagger import CONFIG_FILE, Tagger, find_model_dir
+    from tagtune.tagger import Tagger
 
     model_dir = tmp_path / "model"
-    shutil.copytree(find_model_dir(smoke_run), model_dir)
-    cfg = json.loads((model_dir / CONFIG_FILE).read_text())
-    assert cfg["cpu_half_matmul_attention"] is True  # recorded with the model
-    cfg["cpu_half_matmul_attention"] = on
-    (model_dir / CONFIG_FILE).write_text(json.dumps(cfg))
+    assert model_recording(smoke_run, model_dir, "cpu_half_matmul_attention", on) is True  # recorded with the model
     tagger = Tagger.load(model_dir, device="cpu", dtype="bfloat16")
     assert all(getattr(m, ca.MARK, False) for m in tagger.model.modules()) is on

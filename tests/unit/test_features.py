@@ -200,20 +200,12 @@ def test_evaluation_shards_give_every_process_as_many_batches_and_miss_none(n_ba
 def test_the_tagger_cuts_its_batches_as_the_run_evaluated(smoke_run, tmp_path, recorded):
     """`tagtune predict` runs the batches the run's evaluation ran: cut (the default, recorded with the
     model), filled up to the budget, or filled for a run saved before the setting existed."""
-    import json
-    import shutil
+    from conftest import model_recording
 
-    from tagtune.tagger import CONFIG_FILE, Tagger, find_model_dir
+    from tagtune.tagger import Tagger
 
     model_dir = tmp_path / "model"
-    shutil.copytree(find_model_dir(smoke_run), model_dir)
-    cfg = json.loads((model_dir / CONFIG_FILE).read_text())
-    assert cfg["eval_batch_cuts"] is True  # recorded with the model
-    if recorded is None:
-        del cfg["eval_batch_cuts"]
-    else:
-        cfg["eval_batch_cuts"] = recorded
-    (model_dir / CONFIG_FILE).write_text(json.dumps(cfg))
+    assert model_recording(smoke_run, model_dir, "eval_batch_cuts", recorded) is True  # recorded with the model
     tagger = Tagger.load(model_dir, device="cpu", batch_tokens=256)
     assert tagger.batch_cuts is (recorded is True)
 
