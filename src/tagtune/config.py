@@ -252,8 +252,8 @@ class TrainConfig:
     cpu_packed_linear: bool = _help(
         "On a CPU run (not under DeepSpeed or torch_compile), evaluation (and `tagtune predict` with this run's "
         "model) runs the Linear layers on weights packed once per evaluation for oneDNN, in the evaluation's "
-        "precision, instead of packing them again in every call (MKL's sgemm in fp32, oneDNN in bf16): EWT dev "
-        "through `tagtune predict` 1.17x as fast in fp32 and 1.11x in bf16 on the AMD machine, the same tags "
+        "precision, instead of packing them again in every call (MKL's sgemm in fp32, oneDNN in bf16): "
+        "`tagtune predict` of EWT dev 1.11x as fast in fp32 and 1.06x in bf16 on the AMD machine, the same tags "
         "(README, What tagtune does differently). Products differ from sgemm's in the last bits. "
         "False = torch's Linear.",
         default=True,

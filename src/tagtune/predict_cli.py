@@ -72,7 +72,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=("auto", "true", "false"),
         help="on CPU, run the Linear layers on weights packed once for oneDNN instead of MKL's or oneDNN's "
-        "per-call packing: `tagtune predict` of EWT dev 1.17x as fast in float32 and 1.11x in bfloat16, the same "
+        "per-call packing: `tagtune predict` of EWT dev 1.11x as fast in float32 and 1.06x in bfloat16, the same "
         "tags (README, Performance). auto = as the run evaluated (cpu_packed_linear; on for a plain model folder)",
     )
 
