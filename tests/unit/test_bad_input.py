@@ -76,6 +76,15 @@ def test_missing_file(tmp_path, capsys):
     assert "file not found" in err and str(tmp_path / "train.jsonl") in err and "Fix:" in err
 
 
+def test_missing_file_with_a_cold_cache(tmp_path, capsys, monkeypatch):
+    """The synthetic model is built before the data is read; building it writes nothing to stderr, so the
+    error is still all there is, whichever test of the suite first builds the model."""
+    monkeypatch.setenv("TAGTUNE_CACHE", str(tmp_path / "cold-cache"))
+    err = fail(tmp_path, capsys, None)
+    assert "file not found" in err and str(tmp_path / "train.jsonl") in err
+    assert (tmp_path / "cold-cache" / "synthetic-bert-v2" / "config.json").is_file()  # it was built here
+
+
 def test_unknown_format(tmp_path, capsys):
     err = fail(tmp_path, capsys, "x", name="train.xlsx")
     assert "unknown data format for extension '.xlsx'" in err and "--data_format" in err
