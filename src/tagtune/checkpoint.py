@@ -21,13 +21,16 @@ import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 
 from .errors import CheckpointError, TagtuneError
 from .outputs import atomic_write_json
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger("tagtune")
 
@@ -244,7 +247,7 @@ def request_universal_load(ds_config: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def save(accelerator: Any, output_dir: str, step: int, meta: dict[str, Any], keep: int) -> Path:
+def save(accelerator: Accelerator, output_dir: str, step: int, meta: dict[str, Any], keep: int) -> Path:
     """Atomic save of the full training state; then delete all but the newest ``keep`` (0 = keep all).
 
     Every process writes into the same temporary folder (DeepSpeed shards, RNG states); the
@@ -308,7 +311,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load(accelerator: Any, path: Path) -> None:
+def load(accelerator: Accelerator, path: Path) -> None:
     """accelerator.load_state, with any failure (corrupt file, unsafe pickle, shape mismatch) as a CheckpointError."""
     try:
         with _quiet_accelerate():
@@ -325,7 +328,7 @@ def load(accelerator: Any, path: Path) -> None:
         ) from None
 
 
-def tracker_run_id(accelerator: Any, tracker: Optional[str]) -> Optional[str]:
+def tracker_run_id(accelerator: Accelerator, tracker: Optional[str]) -> Optional[str]:
     """The W&B run id, kept in the checkpoint so that a resume continues the same W&B run."""
     if tracker != "wandb" or not accelerator.is_main_process:
         return None
@@ -344,12 +347,12 @@ def continue_wandb_run(run_id: str) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def totals_to_json(accelerator: Any, tensors: dict[str, torch.Tensor]) -> dict[str, list]:
+def totals_to_json(accelerator: Accelerator, tensors: dict[str, torch.Tensor]) -> dict[str, list]:
     """Per-process accumulators summed over processes (a collective: call on every process)."""
     return {k: accelerator.reduce(t.clone(), reduction="sum").cpu().tolist() for k, t in tensors.items()}
 
 
-def totals_from_json(accelerator: Any, saved: dict[str, list], tensors: dict[str, torch.Tensor]) -> None:
+def totals_from_json(accelerator: Accelerator, saved: dict[str, list], tensors: dict[str, torch.Tensor]) -> None:
     """The summed totals go to the main process, zeros elsewhere, so the next reduction gives the same sum."""
     for k, t in tensors.items():
         if accelerator.is_main_process:
@@ -403,7 +406,7 @@ class StopSignal:
             PREEMPTED_EXIT_CODE,
         )
 
-    def requested(self, accelerator: Any) -> bool:
+    def requested(self, accelerator: Accelerator) -> bool:
         """Do all processes stop now? Under several processes the flag is all-reduced, so every rank
         stops at the same step even if the signal reached them at different times."""
         if accelerator.num_processes == 1:
@@ -431,12 +434,12 @@ class LossHealth:
         self.counts[0] = (self.counts[0] + 1) * bad
         self.counts[1] += bad
 
-    def read(self, accelerator: Any) -> tuple[int, int]:
+    def read(self, accelerator: Accelerator) -> tuple[int, int]:
         """(longest current streak over processes, total over processes)."""
         allc = accelerator.gather(self.counts[None])
         return int(allc[:, 0].max()), int(allc[:, 1].sum())
 
-    def check(self, accelerator: Any, patience: int, step: int, last_good: Optional[Path]) -> int:
+    def check(self, accelerator: Accelerator, patience: int, step: int, last_good: Optional[Path]) -> int:
         """Raise TrainingDiverged once the streak reaches ``patience``; else return the current streak."""
         streak, total = self.read(accelerator)
         if streak >= patience:
@@ -451,7 +454,7 @@ class LossHealth:
         return streak
 
 
-def weights_finite(accelerator: Any, model: torch.nn.Module) -> bool:
+def weights_finite(accelerator: Accelerator, model: torch.nn.Module) -> bool:
     """All trainable weights finite on every process (ZeRO: each process checks its own shards).
     One host sync per checkpoint, which is cheap beside writing it."""
     local = [getattr(p, "ds_tensor", p).detach() for p in model.parameters() if p.requires_grad]
@@ -470,7 +473,7 @@ class OverflowCounter:
     tensor so that it is saved with checkpoints and summed over processes in ``total()``.
     """
 
-    def __init__(self, accelerator: Any) -> None:
+    def __init__(self, accelerator: Accelerator) -> None:
         self.accelerator = accelerator
         self.count = torch.zeros(1, dtype=torch.long, device=accelerator.device)
 

@@ -10,10 +10,13 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import DataError
 from .readers import ReadOptions, Sentence, check_record, read_sentences
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +47,14 @@ class Corpus:
         return {label: i for i, label in enumerate(self.labels)}
 
 
-def read_options(cfg: Any) -> ReadOptions:
-    """The training config's reading fields (also read by `tagtune evaluate` from a run's config)."""
+def read_options(cfg: TrainConfig) -> ReadOptions:
+    """The training config's reading fields (`tagtune evaluate` takes the same fields from a run's saved config)."""
     return ReadOptions(**{k: getattr(cfg, k) for k in ReadOptions.__dataclass_fields__})
 
 
-def read_file(path: str, cfg: Any) -> list[Sentence]:
-    return read_sentences(path, read_options(cfg), tagged=True)
+def read_file(path: str, options: ReadOptions) -> list[Sentence]:
+    """A tagged file's sentences, each keeping where it came from."""
+    return read_sentences(path, options, tagged=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -184,7 +188,7 @@ def map_unseen(labels: list[str], sents: list[Sentence]) -> list[Sentence]:
     return [Sentence(s.words, [t if t in known else "O" for t in s.tags], s.where) for s in sents]
 
 
-def build_corpus(splits: dict[str, list[Sentence]], cfg: Any, log: Optional[logging.Logger] = None) -> Corpus:
+def build_corpus(splits: dict[str, list[Sentence]], cfg: TrainConfig, log: Optional[logging.Logger] = None) -> Corpus:
     log = log or logger
     if "train" not in splits:
         raise DataError(f"no 'train' split; available: {list(splits)}", where=cfg.dataset_name or "data files")
@@ -232,16 +236,17 @@ def build_corpus(splits: dict[str, list[Sentence]], cfg: Any, log: Optional[logg
     )
 
 
-def load_corpus(cfg: Any, log: Optional[logging.Logger] = None) -> Corpus:
+def load_corpus(cfg: TrainConfig, log: Optional[logging.Logger] = None) -> Corpus:
     """Read the configured source and return validated train/eval sentences plus the label list."""
     if cfg.dataset_name:
         splits = load_hub(cfg.dataset_name, cfg.dataset_config_name, cfg.words_field, cfg.labels_field)
     else:
-        splits = {"train": read_file(cfg.train_file, cfg)}
+        options = read_options(cfg)
+        splits = {"train": read_file(cfg.train_file, options)}
         if cfg.validation_file:
-            splits["validation"] = read_file(cfg.validation_file, cfg)
+            splits["validation"] = read_file(cfg.validation_file, options)
         if cfg.test_file:
-            splits["test"] = read_file(cfg.test_file, cfg)
+            splits["test"] = read_file(cfg.test_file, options)
     return build_corpus(splits, cfg, log)
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 
 from .features import MODEL_INPUTS, Features
 from .metrics import compute_metrics
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 @dataclass
@@ -41,7 +44,9 @@ class Positions:
     log_probs: Optional[np.ndarray]
 
 
-def gather_positions(accelerator: Any, model: torch.nn.Module, loader: Any, log_probs: bool = False) -> Positions:
+def gather_positions(
+    accelerator: Accelerator, model: torch.nn.Module, loader: Any, log_probs: bool = False
+) -> Positions:
     """The forward passes of an evaluation (the model in eval mode, then back in training mode), gathered
     from every process.
 
@@ -56,7 +61,7 @@ def gather_positions(accelerator: Any, model: torch.nn.Module, loader: Any, log_
         model.train()
 
 
-def _gather(accelerator: Any, model: torch.nn.Module, loader: Any, log_probs: bool) -> Positions:
+def _gather(accelerator: Accelerator, model: torch.nn.Module, loader: Any, log_probs: bool) -> Positions:
     from accelerate.utils import DistributedType
 
     rows, losses, lps = [], [], []

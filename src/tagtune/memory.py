@@ -94,7 +94,7 @@ def model_shape(
 ) -> ModelShape:
     """Exact parameter counts from a weightless (meta-device) model of that architecture."""
     from .config import TrainConfig
-    from .modeling import count_parameters, model_from_config
+    from .modeling import AdapterSpec, count_parameters, model_from_config
 
     # a full config (its PEFT defaults); the data source is required by validation but never read
     cfg = TrainConfig(
@@ -105,7 +105,7 @@ def model_shape(
         lora_dropout=0.0,
         lora_target_modules=lora_target_modules,
     )
-    model = model_from_config(load_config(name, num_labels), cfg)
+    model = model_from_config(load_config(name, num_labels), AdapterSpec.from_config(cfg))
     counts = count_parameters(model)
     largest = max(p.numel() for p in model.parameters())
     return ModelShape(name, method, counts.unique, counts.trainable, largest)

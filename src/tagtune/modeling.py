@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+    from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +62,8 @@ def attention_for(path: str, requested: str, trust_remote_code: bool = False) ->
     return requested
 
 
-def load_base_model(path: str, labels: list[str], cfg: Any):
+def load_base_model(path: str, labels: list[str], *, trust_remote_code: bool, attn_implementation: str):
+    """The pretrained encoder at ``path`` with a fresh token-classification head for ``labels``."""
     from transformers import AutoModelForTokenClassification
 
     id2label, label2id = label_maps(labels)
@@ -66,8 +72,8 @@ def load_base_model(path: str, labels: list[str], cfg: Any):
         num_labels=len(labels),
         id2label=id2label,
         label2id=label2id,
-        trust_remote_code=cfg.trust_remote_code,
-        attn_implementation=attention_for(path, cfg.attn_implementation, cfg.trust_remote_code),
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attention_for(path, attn_implementation, trust_remote_code),
         use_safetensors=None,
     )
 
@@ -97,7 +103,10 @@ class AdapterSpec:
     use_rslora: bool = False
 
     @classmethod
-    def from_config(cls, cfg: Any) -> AdapterSpec:
+    def from_config(cls, cfg: TrainConfig) -> Optional[AdapterSpec]:
+        """The run's adapter; None for full fine-tuning."""
+        if cfg.method == "full":
+            return None
         return cls(
             method=cfg.peft_method,
             r=cfg.lora_r,
@@ -175,17 +184,22 @@ def adapter_config(model: torch.nn.Module, spec: AdapterSpec):
     return peft.LoKrConfig(r=spec.r, alpha=spec.alpha, module_dropout=spec.dropout, **common)
 
 
-def apply_method(model: torch.nn.Module, cfg: Any) -> torch.nn.Module:
-    if cfg.method == "full":
+def apply_method(model: torch.nn.Module, adapter: Optional[AdapterSpec]) -> torch.nn.Module:
+    """The model wrapped in ``adapter`` (peft), or unchanged for full fine-tuning (None)."""
+    if adapter is None:
         return model
     from peft import get_peft_model
 
-    return get_peft_model(model, adapter_config(model, AdapterSpec.from_config(cfg)))
+    return get_peft_model(model, adapter_config(model, adapter))
 
 
-def build_model(cfg: Any, labels: list[str]) -> torch.nn.Module:
-    model = load_base_model(resolve_model_path(cfg.model_name_or_path), labels, cfg)
-    return apply_method(model, cfg)
+def build_model(cfg: TrainConfig, labels: list[str]) -> torch.nn.Module:
+    """The run's model: its pretrained encoder, a head for ``labels``, and its method (full or an adapter)."""
+    path = resolve_model_path(cfg.model_name_or_path)
+    model = load_base_model(
+        path, labels, trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation
+    )
+    return apply_method(model, AdapterSpec.from_config(cfg))
 
 
 @dataclass
@@ -235,10 +249,10 @@ def count_parameters(model: torch.nn.Module) -> ParamCounts:
     return ParamCounts(trainable, total, unique)
 
 
-def model_from_config(config: Any, cfg: Any) -> torch.nn.Module:
+def model_from_config(config: PretrainedConfig, adapter: Optional[AdapterSpec]) -> torch.nn.Module:
     """Model of a config's shape without weights files (meta device: no memory, no download)."""
     from transformers import AutoModelForTokenClassification
 
     with torch.device("meta"):
         model = AutoModelForTokenClassification.from_config(config)
-    return apply_method(model, cfg)
+    return apply_method(model, adapter)

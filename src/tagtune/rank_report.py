@@ -13,7 +13,10 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 ENV_VAR = "TAGTUNE_RANK_REPORT"
 
@@ -28,7 +31,7 @@ def node_rank(env: dict[str, str]) -> int:
     return int(env.get("RANK", "0")) // max(local_size, 1)
 
 
-def rank_record(accelerator: Any, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+def rank_record(accelerator: Accelerator, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
     env = dict(os.environ if env is None else env)
     return {
         "rank": accelerator.process_index,
@@ -46,7 +49,7 @@ def rank_record(accelerator: Any, env: Optional[dict[str, str]] = None) -> dict[
     }
 
 
-def write_rank_report(accelerator: Any) -> Optional[Path]:
+def write_rank_report(accelerator: Accelerator) -> Optional[Path]:
     """Write this process's record when TAGTUNE_RANK_REPORT is set; returns the file (None when unset)."""
     folder = os.environ.get(ENV_VAR, "")
     if not folder:

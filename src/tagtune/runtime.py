@@ -18,11 +18,14 @@ import signal
 import sys
 import types
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger("tagtune")
 
@@ -200,7 +203,7 @@ def make_accelerator(
     return accelerator
 
 
-def topology(accelerator: Any) -> dict[str, Any]:
+def topology(accelerator: Accelerator) -> dict[str, Any]:
     return {
         "num_processes": accelerator.num_processes,
         "distributed_type": accelerator.distributed_type.value,
@@ -331,7 +334,7 @@ def _unpin_default_arguments() -> int:
     return unpinned
 
 
-def shutdown(accelerator: Any) -> list[str]:
+def shutdown(accelerator: Accelerator) -> list[str]:
     """Destroy the process groups, joining their threads, while the interpreter is fully alive.
 
     Why (issue 10, `terminate called without an active exception` at exit): destroy_process_group() only

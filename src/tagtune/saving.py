@@ -16,11 +16,14 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .outputs import atomic_write_json, redact
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 PEFT_BASE_DIR = "base"
@@ -28,7 +31,12 @@ WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.inde
 
 
 def save_model(
-    accelerator: Any, model: torch.nn.Module, tokenizer: Any, out: Path, config: dict[str, Any], labels: list[str]
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    out: Path,
+    config: dict[str, Any],
+    labels: list[str],
 ) -> None:
     """save_pretrained in safetensors; under ZeRO-3 the 16-bit weights are gathered first (a collective)."""
     accelerator.wait_for_everyone()

@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Optional
 
 import numpy as np
@@ -131,12 +130,13 @@ def _load_adapter(model_dir: Path, tt_cfg: dict[str, Any], base_model: Optional[
             fix="use the model/ folder written by tagtune training",
         )
     base = _pick_base(model_dir, tt_cfg, base_model)
-    settings = SimpleNamespace(
-        trust_remote_code=bool(tt_cfg.get("trust_remote_code", False)),
-        attn_implementation=tt_cfg.get("attn_implementation", "sdpa"),
-    )
     with _quiet_transformers(report=False):
-        model = load_base_model(base, labels, settings)
+        model = load_base_model(
+            base,
+            labels,
+            trust_remote_code=bool(tt_cfg.get("trust_remote_code", False)),
+            attn_implementation=tt_cfg.get("attn_implementation", "sdpa"),
+        )
     with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
         warnings.simplefilter("ignore", FutureWarning)
         return PeftModel.from_pretrained(model, str(model_dir)), list(labels)

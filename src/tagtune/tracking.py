@@ -11,10 +11,15 @@ import logging
 import netrc
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlparse
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +79,11 @@ def resolve_report_to(report_to: str) -> Optional[str]:
     return report_to
 
 
-def run_name(cfg: Any) -> str:
+def run_name(cfg: TrainConfig) -> str:
     return cfg.run_name or f"{cfg.recipe}-{cfg.model_short_name}-{cfg.method}"
 
 
-def init(accelerator: Any, cfg: Any, tracker: Optional[str], config: dict[str, Any]) -> None:
+def init(accelerator: Accelerator, cfg: TrainConfig, tracker: Optional[str], config: dict[str, Any]) -> None:
     if tracker is None:
         return
     init_kwargs: dict[str, Any] = {}
@@ -123,7 +128,7 @@ def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.items()}
 
 
-def log(accelerator: Any, tracker: Optional[str], values: dict[str, Any], step: int) -> None:
+def log(accelerator: Accelerator, tracker: Optional[str], values: dict[str, Any], step: int) -> None:
     """Numbers only: names (primary_metric, tagging_scheme) and per-type tables go to the summary and files."""
     if tracker is not None:
         accelerator.log(
@@ -136,7 +141,7 @@ def log(accelerator: Any, tracker: Optional[str], values: dict[str, Any], step: 
         )
 
 
-def summary(accelerator: Any, tracker: Optional[str], values: dict[str, Any]) -> None:
+def summary(accelerator: Accelerator, tracker: Optional[str], values: dict[str, Any]) -> None:
     """Run-level values (parameter counts, sizes, peak memory): W&B summary; TensorBoard as scalars at step 0."""
     if tracker is None or not accelerator.is_main_process:
         return
@@ -198,7 +203,9 @@ def run_summary(results: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[s
     return out
 
 
-def log_final(accelerator: Any, tracker: Optional[str], results: dict[str, Any], epochs: list[dict[str, Any]]) -> None:
+def log_final(
+    accelerator: Accelerator, tracker: Optional[str], results: dict[str, Any], epochs: list[dict[str, Any]]
+) -> None:
     """End of run (called on every process; only the main one logs): the summary, the confusion
     matrix, the per-tag and per-epoch tables."""
     if tracker is None or not accelerator.is_main_process:
@@ -230,7 +237,7 @@ def _epoch_table_rows(epochs: list[dict[str, Any]]) -> tuple[list[str], list[lis
 
 
 def _wandb_final(
-    accelerator: Any,
+    accelerator: Accelerator,
     cm: Optional[dict[str, Any]],
     figure: Any,
     per_tag: Optional[dict[str, Any]],
@@ -266,7 +273,7 @@ def _wandb_final(
 
 
 def _tensorboard_final(
-    accelerator: Any, figure: Any, per_tag: Optional[dict[str, Any]], epochs: list[dict[str, Any]], step: int
+    accelerator: Accelerator, figure: Any, per_tag: Optional[dict[str, Any]], epochs: list[dict[str, Any]], step: int
 ) -> None:
     from .outputs import PER_TAG_HEADER, epoch_table_markdown, markdown_table, per_tag_rows
 
@@ -284,7 +291,7 @@ def _tensorboard_final(
     writer.flush()
 
 
-def finish(accelerator: Any, tracker: Optional[str], exit_code: int = 0) -> None:
+def finish(accelerator: Accelerator, tracker: Optional[str], exit_code: int = 0) -> None:
     """Close the run's trackers once (main process; the others hold none). A run that stopped early is
     marked so: W&B records the exit code (75 = preempted, marked as preempting so a resume continues it)."""
     for t in list(getattr(accelerator, "trackers", [])):

@@ -10,7 +10,7 @@ from conftest import read_json, train_smoke
 from tagtune import TrainConfig
 from tagtune.errors import ConfigError
 from tagtune.features import build_features, load_tokenizer
-from tagtune.modeling import model_from_config
+from tagtune.modeling import AdapterSpec, model_from_config
 from tagtune.synthetic import synthetic_model_path
 from tagtune.tagger import Tagger
 
@@ -55,7 +55,7 @@ def test_no_peft_default_targets_names_the_linear_layers(arch):
     config = AutoConfig.from_pretrained(synthetic_model_path(f"synthetic:{arch}"), num_labels=3)
     cfg = TrainConfig(dataset_name="synthetic:ner", model_name_or_path=f"synthetic:{arch}", method="lora")
     with pytest.raises(ConfigError) as err:
-        model_from_config(config, cfg)
+        model_from_config(config, AdapterSpec.from_config(cfg))
     msg = str(err.value)
     assert "lora_target_modules" in msg and "all-linear" in msg
     expected = {"distilbert": ["q_lin", "v_lin", "lin1"], "modernbert": ["Wqkv", "Wo", "Wi"]}[arch]

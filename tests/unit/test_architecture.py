@@ -67,3 +67,29 @@ def test_bench_modules_import_one_way():
     assert not trainer & {".bench", ".bench_report"}, trainer
     assert not report & {".bench", ".bench_trainer"}, report
     assert ".bench_spec" in trainer and ".bench_spec" in report
+
+
+# what a function may not take untyped or typed `Any`: the config, the Accelerator, a settings namespace
+TYPED_NAMES = {"cfg", "config", "accelerator", "acc", "settings"}
+
+
+def test_no_function_takes_the_config_or_the_accelerator_as_any():
+    untyped = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for arg in node.args.posonlyargs + node.args.args + node.args.kwonlyargs:
+                annotation = ast.unparse(arg.annotation) if arg.annotation else None
+                if arg.arg in TYPED_NAMES and annotation in (None, "Any"):
+                    untyped.append(f"{path.name}:{node.lineno} {node.name}({arg.arg}: {annotation})")
+    assert not untyped, f"take the fields a helper reads, or type it (TrainConfig, Accelerator): {untyped}"
+
+
+def test_the_stage_entries_type_the_config():
+    entries = {"data.py": "load_corpus", "modeling.py": "build_model", "tracking.py": "init"}
+    for module, name in entries.items():
+        tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
+        (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+        annotations = {a.arg: ast.unparse(a.annotation) for a in fn.args.args if a.annotation}
+        assert annotations.get("cfg") == "TrainConfig", f"{module} {name}: {annotations}"

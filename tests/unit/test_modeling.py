@@ -4,7 +4,7 @@ import pytest
 from transformers import BertConfig, RobertaConfig
 
 from tagtune import TrainConfig
-from tagtune.modeling import count_parameters, model_from_config
+from tagtune.modeling import AdapterSpec, count_parameters, model_from_config
 
 LABELS = {i: f"T{i}" for i in range(48)}
 
@@ -34,7 +34,7 @@ def roberta_base():
 )
 def test_lora_counts_match_the_study(make, trainable, total, unique, pct):
     cfg = TrainConfig(dataset_name="synthetic:pos", method="lora")
-    c = count_parameters(model_from_config(make(), cfg))
+    c = count_parameters(model_from_config(make(), AdapterSpec.from_config(cfg)))
     assert (c.trainable, c.total, c.unique) == (trainable, total, unique)
     assert round(c.trainable_pct, 4) == pct
     assert c.as_dict()["trainable_pct"] == pct
@@ -42,7 +42,7 @@ def test_lora_counts_match_the_study(make, trainable, total, unique, pct):
 
 def test_full_counts_everything_trainable():
     cfg = TrainConfig(dataset_name="synthetic:pos", method="full")
-    c = count_parameters(model_from_config(bert_base_cased(), cfg))
+    c = count_parameters(model_from_config(bert_base_cased(), AdapterSpec.from_config(cfg)))
     # the LoRA unique count minus its 294,912 LoRA weights: no pooler in token classification
     assert c.trainable == c.total == c.unique == 108_051_504 - 294_912
 
@@ -51,5 +51,5 @@ def test_lora_rank_and_targets_change_counts():
     cfg = TrainConfig(
         dataset_name="synthetic:pos", method="lora", lora_r=16, lora_target_modules=["query", "key", "value"]
     )
-    c = count_parameters(model_from_config(bert_base_cased(), cfg))
+    c = count_parameters(model_from_config(bert_base_cased(), AdapterSpec.from_config(cfg)))
     assert c.trainable == 12 * 3 * 16 * (768 + 768) + 36_912

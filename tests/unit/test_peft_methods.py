@@ -5,7 +5,7 @@ from test_modeling import bert_base_cased  # the study's shape, 48 labels
 
 from tagtune import TrainConfig
 from tagtune.errors import ConfigError
-from tagtune.modeling import count_parameters, model_from_config
+from tagtune.modeling import AdapterSpec, count_parameters, model_from_config
 
 CLASSIFIER = 768 * 48 + 48  # 36,912: trained in full by every method
 BASE = 108_051_504 - 294_912  # unique weights of the plain model
@@ -27,7 +27,9 @@ BASE = 108_051_504 - 294_912  # unique weights of the plain model
     ],
 )
 def test_trainable_counts_by_method(kw, adapter):
-    c = count_parameters(model_from_config(bert_base_cased(), TrainConfig(dataset_name="synthetic:pos", **kw)))
+    c = count_parameters(
+        model_from_config(bert_base_cased(), AdapterSpec.from_config(TrainConfig(dataset_name="synthetic:pos", **kw)))
+    )
     assert c.trainable == adapter + CLASSIFIER
     assert c.unique == BASE + adapter  # the frozen original classifier is counted once
     assert f"trainable params: {c.trainable:,}" in c.line()
@@ -35,7 +37,7 @@ def test_trainable_counts_by_method(kw, adapter):
 
 def test_rslora_scales_by_sqrt_rank():
     cfg = TrainConfig(dataset_name="synthetic:pos", method="lora", use_rslora=True, lora_r=16, lora_alpha=16)
-    model = model_from_config(bert_base_cased(), cfg)
+    model = model_from_config(bert_base_cased(), AdapterSpec.from_config(cfg))
     query = model.base_model.model.bert.encoder.layer[0].attention.self.query
     assert query.scaling["default"] == pytest.approx(16 / 4)  # alpha / sqrt(r), not alpha / r = 1
 
@@ -52,4 +54,4 @@ def test_rslora_scales_by_sqrt_rank():
 )
 def test_inconsistent_peft_settings_are_config_errors(kw, field):
     with pytest.raises(ConfigError, match=field):
-        model_from_config(bert_base_cased(), TrainConfig(dataset_name="synthetic:pos", **kw))
+        model_from_config(bert_base_cased(), AdapterSpec.from_config(TrainConfig(dataset_name="synthetic:pos", **kw)))

@@ -116,13 +116,15 @@ def test_study_parameter_counts_are_what_tagtune_counts_for_the_base_shapes(tmp_
     from transformers import AutoConfig
 
     from tagtune.config import TrainConfig
-    from tagtune.modeling import count_parameters, model_from_config
+    from tagtune.modeling import AdapterSpec, count_parameters, model_from_config
     from tagtune.report import Run
     from tagtune.study_compare import Cell, params_section
 
     kind = config.pop("model_type")
     hf = AutoConfig.for_model(kind, num_labels=48, **config)
-    counts = count_parameters(model_from_config(hf, TrainConfig(method="lora", dataset_name="x"))).as_dict()
+    counts = count_parameters(
+        model_from_config(hf, AdapterSpec.from_config(TrainConfig(method="lora", dataset_name="x")))
+    ).as_dict()
     study = load_study()
     ref = study["parameters"][family]
     assert {k: counts[k] for k in ("trainable_params", "total_params", "unique_params")} == {
