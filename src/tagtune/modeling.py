@@ -3,7 +3,9 @@ parameter counts as peft reports them plus the unique count."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -15,6 +17,25 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_transformers(report: bool = True) -> Iterator[None]:
+    """No transformers progress bars (per-file bars while loading, "Writing model shards" while saving);
+    ``report=False`` also hides the load report (a base model loaded for an adapter reports its new
+    classifier as missing: expected). Both are restored as they were."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    if not report:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_model_path(name: str) -> str:

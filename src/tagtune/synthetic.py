@@ -10,14 +10,12 @@ reaching high accuracy is a real learning check, not memorisation of a word->tag
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 LEXICON: dict[str, list[str]] = {
@@ -324,20 +322,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("TAGTUNE_CACHE", Path.home() / ".cache" / "tagtune"))
 
 
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """transformers' progress bars off (``save_pretrained`` draws one while writing shards), then as before."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def synthetic_model_path(name: str) -> str:
     """Folder of the tiny random-init model 'synthetic:<arch>', built once and cached.
 
@@ -347,6 +331,8 @@ def synthetic_model_path(name: str) -> str:
     """
     import torch
     from transformers import AutoModelForMaskedLM
+
+    from .modeling import quiet_transformers  # here, as torch: only a build needs them
 
     arch = name.split(":", 1)[1]
     if arch not in ARCHS:
@@ -362,7 +348,7 @@ def synthetic_model_path(name: str) -> str:
         tok = build_tokenizer(arch)
         config = build_model_config(arch, len(tok), tok.pad_token_id, tok)
         torch.manual_seed(0)
-        with _no_progress_bars():  # a first-use build: nothing on stderr before the run's own first line
+        with quiet_transformers():  # a first-use build: nothing on stderr before the run's own first line
             AutoModelForMaskedLM.from_config(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)
         try:

@@ -9,7 +9,6 @@ first sub-token in the window that owns it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import warnings
@@ -24,6 +23,7 @@ import torch
 from . import cpu_linear
 from .cpu_attention import use_half_matmul_attention
 from .errors import CheckpointError, ConfigError, DataError, TagtuneError
+from .modeling import quiet_transformers
 
 CONFIG_FILE = "tagtune_config.json"  # written with the model: resolved TrainConfig + labels
 ADAPTER_FILE = "adapter_config.json"  # peft adapter
@@ -58,24 +58,6 @@ def read_model_json(path: Path) -> dict[str, Any]:
             where=str(path),
             fix="the model folder is damaged; re-save or re-train it",
         ) from None
-
-
-@contextlib.contextmanager
-def _quiet_transformers(report: bool = True):
-    """No per-file progress bars while loading; ``report=False`` also hides the load report
-    (a base model loaded for an adapter reports its new classifier as missing: expected)."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    if not report:
-        hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
@@ -130,7 +112,7 @@ def _load_adapter(model_dir: Path, tt_cfg: dict[str, Any], base_model: Optional[
             fix="use the model/ folder written by tagtune training",
         )
     base = _pick_base(model_dir, tt_cfg, base_model)
-    with _quiet_transformers(report=False):
+    with quiet_transformers(report=False):
         model = load_base_model(
             base,
             labels,
@@ -150,7 +132,7 @@ def _load_full(model_dir: Path, tt_cfg: dict[str, Any]) -> tuple[Any, list[str]]
 
     remote = bool(tt_cfg.get("trust_remote_code", False))
     attn = attention_for(str(model_dir), tt_cfg.get("attn_implementation", "sdpa"), remote)  # DeBERTa: eager
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoModelForTokenClassification.from_pretrained(
             str(model_dir), trust_remote_code=remote, attn_implementation=attn
         )
@@ -353,7 +335,7 @@ class Tagger:
         from .outputs import atomic_write_json
 
         out = Path(out)
-        with _quiet_transformers():
+        with quiet_transformers():
             self.model.save_pretrained(out, safe_serialization=True)
         self.tokenizer.save_pretrained(out)
         atomic_write_json(
