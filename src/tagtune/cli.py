@@ -17,6 +17,7 @@ import importlib
 import sys
 from typing import Optional
 
+from . import gc_freeze
 from .errors import TagtuneError
 
 # subcommand -> (module, function, one-line help)
@@ -98,6 +99,8 @@ def usage() -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """``argv`` None: the process's own command line, so the process is this command (gc_freeze)."""
+    own_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -108,9 +111,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     module, func, _ = COMMANDS[name]
     try:
+        command = importlib.import_module(module)
+        if own_command_line:
+            gc_freeze.freeze_imports()
         if name == "train":
             return train_command(rest)
-        result = getattr(importlib.import_module(module), func)(rest)
+        result = getattr(command, func)(rest)
         return int(result or 0)
     except TagtuneError as err:
         print(f"tagtune: error: {err}", file=sys.stderr)

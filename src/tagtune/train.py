@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 
 from . import checkpoint as ckpt
-from . import cpu_linear, optim, runtime, tracking
+from . import cpu_linear, gc_freeze, optim, runtime, tracking
 from .config import TrainConfig
 from .cpu_attention import HALF_MATMUL_MAX_LENGTH, use_half_matmul_attention
 from .cpu_dropout import use_bulk_attention_dropout, use_bulk_dropout
@@ -809,9 +809,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main(cls: type[TrainConfig] = TrainConfig, args: Optional[list[str]] = None) -> dict[str, Any]:
-    """Entry point used by recipes: parse the config, run, print project errors without a traceback."""
+    """Entry point used by recipes: parse the config, run, print project errors without a traceback.
+
+    ``args`` None: the process's own command line, so the process is this command (gc_freeze)."""
     from .config import parse
 
+    if args is None:
+        gc_freeze.freeze_imports()
     try:
         return run(parse(cls, args))
     except TagtuneError as err:
