@@ -229,7 +229,8 @@ class TrainConfig:
         "On a CPU run, bound the caches of compiled kernels that oneDNN and ideep keep per matmul shape "
         "(ONEDNN_PRIMITIVE_CACHE_CAPACITY=64, LRU_CACHE_CAPACITY=1): with a new sentence length nearly every "
         "step they otherwise grow for the whole run (MiniLM on EWT, bf16: peak RSS 1,886 MiB instead of 1,334). "
-        "The price is rebuilding a new length's kernels, up to a tenth of bf16 training time on some CPUs (docs/performance.md). "
+        "The price is rebuilding a new length's kernels, up to a tenth of bf16 training time on some CPUs "
+        "(docs/performance.md). "
         "Variables the user set are kept; process-wide, read once by the libraries. "
         "False = the libraries' defaults (1,024 entries each): speed before memory.",
         default=True,
