@@ -1,6 +1,8 @@
 """Bulk dropout masks: the keep probability, the scale, the gradient, and torch's generator deciding
 every mask (so seeds and checkpoints still do); and the trainer using them on CPU unless told not to."""
 
+import math
+
 import pytest
 import torch
 from conftest import smoke_config, tiny_sdpa_batch, tiny_sdpa_bert
@@ -14,6 +16,22 @@ def test_keep_probability_and_scale():
     assert abs(kept - 0.9) < 5 * (0.9 * 0.1 / 1e6) ** 0.5  # five standard deviations
     assert noise.unique().tolist() == [0.0, pytest.approx(1 / 0.9)]
     assert keep_noise(torch.Size([7, 3]), 0.5, torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5 + 1 / 512])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_keep_probability_is_the_32_bit_threshold_not_its_top_byte(p, dtype):
+    """keep_noise reads 8 random bits per element and 24 more only where the top byte ties the threshold's:
+    the keep rate must be 1 - p, not what the top byte alone gives (1 - ceil(256 p) / 256 if ties were
+    dropped, 1 - floor(256 p) / 256 if kept), each more than five standard deviations away at 4M elements."""
+    n = 4_000_000
+    noise = keep_noise(torch.Size([n]), p, dtype)
+    kept = (noise != 0).double().mean().item()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(kept - (1 - p)) < 5 * sigma, (kept, 1 - p)
+    for top_byte_only in (1 - math.ceil(256 * p) / 256, 1 - math.floor(256 * p) / 256):
+        assert abs(kept - top_byte_only) > 5 * sigma
+    assert noise.unique().tolist() == [0.0, torch.tensor(1 / (1 - p), dtype=dtype).item()]
 
 
 def test_torch_generator_decides_every_mask():
