@@ -18,6 +18,7 @@ a model that ``use_bulk_attention_dropout`` marked, in training, on CPU.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -28,6 +29,17 @@ MARK = "_tagtune_bulk_attention_dropout"  # on the modules of a model whose atte
 
 
 _INT_OF_WIDTH = {2: (torch.int16, np.int16), 4: (torch.int32, np.int32), 8: (torch.int64, np.int64)}
+
+
+@functools.cache
+def _noise_constants(p: float, dtype: torch.dtype) -> tuple[int, int, type, np.integer]:
+    """``keep_noise``'s constants for (p, dtype): the 32-bit threshold's top byte and low 24 bits, and the
+    numpy integer type of dtype's width with the bit pattern of 1 / (1 - p) in dtype. Cached: a model's
+    dropout calls come with the same few pairs, 20 a step."""
+    threshold = min(round(p * 2**32), 2**32 - 1)
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
+    torch_int, np_int = _INT_OF_WIDTH[scale.element_size()]
+    return threshold >> 24, threshold & 0xFFFFFF, np_int, np_int(scale.view(torch_int).item())
 
 
 def keep_noise(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
@@ -41,12 +53,8 @@ def keep_noise(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
     n = math.prod(shape)
     seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))  # advances torch's generator once
     bits = np.random.PCG64(seed)
-    threshold = min(round(p * 2**32), 2**32 - 1)
-    high, low = threshold >> 24, threshold & 0xFFFFFF
+    high, low, np_int, pattern = _noise_constants(p, dtype)  # pattern: the scale's bits; 0.0's are all zero
     top = bits.random_raw((n + 7) // 8).view(np.uint8)[:n]  # eight 8-bit lanes per draw
-    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
-    torch_int, np_int = _INT_OF_WIDTH[scale.element_size()]
-    pattern = np_int(scale.view(torch_int).item())  # the scale's bits; 0.0's are all zero
     noise = np.multiply(top > high, pattern, dtype=np_int)
     ties = np.flatnonzero(top == high)
     noise[ties] = np.where((bits.random_raw(ties.size) & 0xFFFFFF) >= low, pattern, 0)
