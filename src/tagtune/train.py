@@ -106,13 +106,19 @@ def make_loader(
     seed: int,
     group_by_length: bool,
     length_group_batches: int,
+    length_run_batches: int,
     pad_id: int,
     pad_multiple: Optional[int],
     num_workers: int,
 ) -> tuple[torch.utils.data.DataLoader, LengthGroupedBatchSampler]:
     """The training loader: global batches (per-device size x processes) that Accelerate splits."""
     sampler = LengthGroupedBatchSampler(
-        features.lengths, batch_size, seed, group_by_length=group_by_length, mega=length_group_batches
+        features.lengths,
+        batch_size,
+        seed,
+        group_by_length=group_by_length,
+        mega=length_group_batches,
+        run=length_run_batches,
     )
     # Its own generator: starting an epoch's iterator then draws no number from the global torch RNG
     # (dropout's), which a checkpoint restores at a step boundary, so a resumed run stays bitwise exact.
@@ -267,6 +273,7 @@ class TrainingRecipe:
             seed=cfg.seed,
             group_by_length=cfg.group_by_length,
             length_group_batches=cfg.length_group_batches,
+            length_run_batches=cfg.length_run_batches,
             **collate_kw,
         )
         # evaluation longest first (in file order without length grouping), each process its own batches
@@ -376,6 +383,7 @@ class TrainingRecipe:
             "seed": cfg.seed,
             "group_by_length": cfg.group_by_length,
             "length_group_batches": cfg.length_group_batches,
+            "length_run_batches": cfg.length_run_batches,
             "global_batch_size": cfg.per_device_train_batch_size * n,
             "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
             "data_fingerprint": ckpt.data_fingerprint(self.train_f.input_ids),

@@ -174,6 +174,7 @@ def _meta(**kw):
         "seed": 42,
         "group_by_length": True,
         "length_group_batches": 0,
+        "length_run_batches": 4,
         "data_fingerprint": "abc",
     }
     base.update(kw)
@@ -185,6 +186,14 @@ def test_a_checkpoint_from_before_length_pools_resumes_only_with_the_trainers_po
     del old["length_group_batches"]  # written before the setting existed: pools of 50 batches
     check_compatible(old, _meta(length_group_batches=50), tmp_path)
     with pytest.raises(CheckpointError, match="length_group_batches differs from the checkpoint's: 50 there, 0 now"):
+        check_compatible(old, _meta(), tmp_path)
+
+
+def test_a_checkpoint_from_before_length_runs_resumes_only_with_batches_shuffled_one_by_one(tmp_path):
+    old = _meta()
+    del old["length_run_batches"]  # written before the setting existed: every batch shuffled on its own
+    check_compatible(old, _meta(length_run_batches=1), tmp_path)
+    with pytest.raises(CheckpointError, match="length_run_batches differs from the checkpoint's: 1 there, 4 now"):
         check_compatible(old, _meta(), tmp_path)
 
 
@@ -203,6 +212,7 @@ def test_a_checkpoint_from_before_length_pools_resumes_only_with_the_trainers_po
         ({"data_fingerprint": "def"}, "training data (after tokenisation) differs"),
         ({"seed": 7}, "seed differs from the checkpoint's: 42 there, 7 now"),
         ({"length_group_batches": 50}, "length_group_batches differs from the checkpoint's: 0 there, 50 now"),
+        ({"length_run_batches": 8}, "length_run_batches differs from the checkpoint's: 4 there, 8 now"),
     ],
 )
 def test_resume_mismatch_messages(tmp_path, changed, expect):

@@ -222,8 +222,10 @@ def test_tiny_preset_through_the_cli_runs_all_three_paths(tmp_path, synthetic_be
     # tagtune's words are exactly those of the sentences its first `steps` length-grouped batches hold
     train = splits["train"]
     feats = build_features([w for w, _ in train], None, load_tokenizer(synthetic_bert))
-    pools = TrainConfig.__dataclass_fields__["length_group_batches"].default  # as tagtune ran, by default
-    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=js["spec"]["seed"], mega=pools))[:steps]
+    defaults = TrainConfig.__dataclass_fields__  # as tagtune ran, by default
+    pools, runs = defaults["length_group_batches"].default, defaults["length_run_batches"].default
+    batches = list(LengthGroupedBatchSampler(feats.lengths, 16, seed=js["spec"]["seed"], mega=pools, run=runs))
+    batches = batches[:steps]
     assert js["tagtune"]["train_words"] == sum(len(train[i][0]) for b in batches for i in b)
     assert js["tagtune"]["train_tokens"] == sum(feats.lengths[i] for b in batches for i in b)
     # length grouping: less padding than the default Trainer's random batches

@@ -58,6 +58,7 @@ def test_precedence_defaults_recipe_file_cli(tmp_path):
         (["--max_length", "4"], "max_length"),
         (["--per_device_train_batch_size", "0"], "per_device_train_batch_size"),
         (["--length_group_batches", "-1"], "length_group_batches"),
+        (["--length_run_batches", "0"], "length_run_batches"),
     ],
 )
 def test_invalid_values_name_the_field(args, field):

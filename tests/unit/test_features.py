@@ -131,6 +131,29 @@ def test_one_length_pool_sorts_the_whole_epoch_and_pads_least():
     assert pools[0] < pools[50] < pools[5]
 
 
+def test_length_runs_keep_sorted_neighbours_together_and_change_width_less():
+    lengths = np.random.default_rng(2).integers(5, 40, size=4000)  # ~14 batches of each width
+    alone = list(LengthGroupedBatchSampler(lengths, 8, seed=3, run=1))
+    runs = list(LengthGroupedBatchSampler(lengths, 8, seed=3, run=4))
+    assert runs == list(LengthGroupedBatchSampler(lengths, 8, seed=3, run=4))
+    # the same batches, each sentence once, in another order
+    assert sorted(map(sorted, runs)) == sorted(map(sorted, alone))
+
+    # a run holds neighbours of the epoch sorted longest first, so the width rises only where a run begins:
+    # at most once per run (500 batches: 125 runs), against about every other step with runs of 1
+    def rises(batches):
+        w = [max(lengths[b]) for b in batches]
+        return sum(b > a for a, b in zip(w, w[1:]))
+
+    assert 5 < rises(runs) <= 124 < rises(alone)  # ... and the runs are shuffled: not in length order
+
+    def changes(batches):
+        w = [max(lengths[b]) for b in batches]
+        return sum(a != b for a, b in zip(w, w[1:]))
+
+    assert changes(runs) < 0.5 * changes(alone)
+
+
 def test_evaluation_batches_by_tokens_hold_the_budget_longest_first():
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 60, size=500).tolist() + [300]  # one window longer than the budget
