@@ -139,19 +139,16 @@ def test_length_runs_keep_sorted_neighbours_together_and_change_width_less():
     # the same batches, each sentence once, in another order
     assert sorted(map(sorted, runs)) == sorted(map(sorted, alone))
 
+    def pairs(batches):  # the widths of each two consecutive steps
+        w = [max(lengths[b]) for b in batches]
+        return list(zip(w, w[1:]))
+
     # a run holds neighbours of the epoch sorted longest first, so the width rises only where a run begins:
     # at most once per run (500 batches: 125 runs), against about every other step with runs of 1
-    def rises(batches):
-        w = [max(lengths[b]) for b in batches]
-        return sum(b > a for a, b in zip(w, w[1:]))
-
-    assert 5 < rises(runs) <= 124 < rises(alone)  # ... and the runs are shuffled: not in length order
-
-    def changes(batches):
-        w = [max(lengths[b]) for b in batches]
-        return sum(a != b for a, b in zip(w, w[1:]))
-
-    assert changes(runs) < 0.5 * changes(alone)
+    rises_runs, rises_alone = (sum(b > a for a, b in pairs(x)) for x in (runs, alone))
+    assert 5 < rises_runs <= 124 < rises_alone  # ... and the runs are shuffled: not in length order
+    changes_runs, changes_alone = (sum(a != b for a, b in pairs(x)) for x in (runs, alone))
+    assert changes_runs < 0.5 * changes_alone
 
 
 def test_evaluation_batches_by_tokens_hold_the_budget_longest_first():
